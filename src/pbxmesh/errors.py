@@ -1,0 +1,93 @@
+"""The exception tree of pbxmesh.
+
+Every exception the package raises on purpose derives from :class:`PbxmeshError`::
+
+    PbxmeshError
+    ├── ProtocolError              bytes that do not form a valid message
+    │   ├── LocalProtocolError     we were asked to *send* something invalid
+    │   └── RemoteProtocolError    a peer sent us something invalid
+    ├── StateError                 a device state, name or mailbox that is not valid
+    ├── ConfigError                a configuration file or value that is not valid
+    ├── SecurityError              a frame that fails authentication or authorisation
+    ├── TransportError             the cluster engine (Corosync, NATS) failed
+    │   └── TransportClosed        the transport was closed or its engine went away
+    └── AmiError                   the Asterisk Manager Interface refused or failed
+        └── AmiActionError         an action answered ``Response: Error``
+
+Codecs raise :class:`RemoteProtocolError` for anything they decode, so the single inbound
+boundary of each transport can log, count and drop a bad message without ending its loop.
+Messages say what was wrong and, where it helps, what would be valid.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmiActionError",
+    "AmiError",
+    "ConfigError",
+    "LocalProtocolError",
+    "PbxmeshError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "SecurityError",
+    "StateError",
+    "TransportClosed",
+    "TransportError",
+]
+
+
+class PbxmeshError(Exception):
+    """Root of every error raised by pbxmesh."""
+
+
+class ProtocolError(PbxmeshError):
+    """Bytes that do not form a valid message of a wire protocol."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to encode or send something the protocol cannot carry."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """A peer sent bytes that do not decode; the message is dropped, the link survives."""
+
+
+class StateError(PbxmeshError, ValueError):
+    """A device state, device name, mailbox or entity id that is not valid."""
+
+
+class ConfigError(PbxmeshError):
+    """A configuration that is not valid; the message names file, line and key."""
+
+
+class SecurityError(PbxmeshError):
+    """A frame rejected by origin authentication, authorisation or replay protection.
+
+    ``reason`` is a short stable token (``unsigned``, ``bad-signature``, ``unknown-origin``,
+    ``wrong-origin``, ``unauthorised``, ``replay``) used for metrics and log de-duplication.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TransportError(PbxmeshError):
+    """The cluster engine failed (library error, daemon gone, server unreachable)."""
+
+
+class TransportClosed(TransportError):
+    """The transport is closed, or its engine went away and it is reconnecting."""
+
+
+class AmiError(PbxmeshError):
+    """The Asterisk Manager Interface refused a login or failed."""
+
+
+class AmiActionError(AmiError):
+    """An AMI action answered ``Response: Error``; ``message`` is Asterisk's text."""
+
+    def __init__(self, action: str, message: str) -> None:
+        super().__init__(f"AMI action {action} failed: {message}")
+        self.action = action
+        self.message = message

@@ -1,0 +1,332 @@
+"""The pbxmesh frame: what nodes send each other over any transport.
+
+Theory of operation
+-------------------
+Every frame is one message of the transport. Layout (all integers big-endian)::
+
+    magic    2   b"PX"
+    version  1   WIRE_VERSION (1)
+    type     1   FrameType
+    flags    1   bit 0: SIGNED (a 64-byte Ed25519 signature ends the frame)
+    reserved 1   0
+    length   4   the whole frame's length, signature included
+    origin   6   EID of the node that originated everything in the frame
+    seq      8   the origin's frame sequence (its clock at send time): replay protection
+    name     1+n the origin's node name, UTF-8, at most 64 bytes
+    channel  1+n the event channel the frame travels on (as ais.conf named them), UTF-8
+    body         per type, below
+    [sig     64] Ed25519 over every byte before it
+
+Bodies::
+
+    CHANGES       count:u16, item*
+    SNAPSHOT      as_of:u64, part:u16, parts:u16, kinds:u8, count:u16, item*
+    SYNC_REQUEST  (empty): "re-announce your state"
+    HEARTBEAT     interval_ms:u32
+    LEAVE         (empty): the origin leaves cleanly
+
+    item = kind:u8 (1 device, 2 mwi)
+      device:  name_len:u8 name  state:u8  version:u64
+      mwi:     id_len:u8 "mailbox@context"  new:u32  old:u32  version:u64
+
+A SNAPSHOT is an origin's complete state at version ``as_of`` for the item kinds in ``kinds``
+(bit 0 device states, bit 1 MWI), split in ``parts`` frames that a receiver gathers before
+merging (``store.merge_snapshot``). Frame types and item kinds are
+append-only. The codec is sans-IO and never raises anything but RemoteProtocolError on decode.
+Signing is not done here: :func:`encode` can leave room for a signature computed over
+:func:`signed_part` by the security layer, and :func:`decode` returns the signature it found.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..eid import EID
+from ..errors import LocalProtocolError, RemoteProtocolError, StateError
+
+__all__ = [
+    "SIGNATURE_SIZE",
+    "SNAP_DEVICES",
+    "SNAP_MWI",
+    "WIRE_VERSION",
+    "DeviceItem",
+    "Frame",
+    "FrameType",
+    "MwiItem",
+    "decode",
+    "encode",
+    "signed_part",
+]
+
+# WARNING: the wire version, frame types and item kinds are append-only. Never renumber.
+MAGIC: Final = b"PX"
+WIRE_VERSION: Final = 1
+FLAG_SIGNED: Final = 0x01
+SIGNATURE_SIZE: Final = 64
+MAX_NAME: Final = 64
+MAX_ITEMS: Final = 0xFFFF
+
+
+class FrameType(enum.IntEnum):
+    """WARNING: append-only."""
+
+    CHANGES = 1
+    SNAPSHOT = 2
+    SYNC_REQUEST = 3
+    HEARTBEAT = 4
+    LEAVE = 5
+
+
+KIND_DEVICE: Final = 1
+KIND_MWI: Final = 2
+SNAP_DEVICES: Final = 0x01
+SNAP_MWI: Final = 0x02
+
+_HEADER: Final = struct.Struct(">2sBBBBI6sQ")  # 24 bytes
+_DEVICE_TAIL: Final = struct.Struct(">BQ")
+_MWI_TAIL: Final = struct.Struct(">IIQ")
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+_SNAP: Final = struct.Struct(">QHHB")
+_MAX_U64: Final = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceItem:
+    """One origin's state for a device, at a version."""
+
+    device: str
+    state: int
+    version: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.state <= 8:
+            raise StateError(f"device state {self.state} is outside 0..8")
+        if not 0 <= self.version <= _MAX_U64:
+            raise StateError(f"version {self.version} does not fit in 64 bits")
+        if not self.device:
+            raise StateError("device name cannot be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class MwiItem:
+    """Message counts of one ``mailbox@context``, at a version."""
+
+    mailbox: str
+    new: int
+    old: int
+    version: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.new <= 0xFFFFFFFF and 0 <= self.old <= 0xFFFFFFFF):
+            raise StateError(f"message counts {self.new}/{self.old} do not fit in 32 bits")
+        if not 0 <= self.version <= _MAX_U64:
+            raise StateError(f"version {self.version} does not fit in 64 bits")
+        if "@" not in self.mailbox or self.mailbox.startswith("@"):
+            raise StateError(f"mailbox {self.mailbox!r} is not MAILBOX@CONTEXT")
+
+
+Item = DeviceItem | MwiItem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """A decoded or to-be-encoded frame. Fields not used by ``type`` keep their defaults."""
+
+    type: FrameType
+    origin: EID
+    seq: int
+    name: str = ""
+    channel: str = ""
+    items: tuple[Item, ...] = ()
+    as_of: int = 0
+    part: int = 0
+    parts: int = 1
+    kinds: int = SNAP_DEVICES | SNAP_MWI
+    interval_ms: int = 0
+    signature: bytes | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seq <= _MAX_U64:
+            raise StateError(f"frame sequence {self.seq} does not fit in 64 bits")
+        if len(self.name.encode("utf-8")) > MAX_NAME:
+            raise StateError(f"node name {self.name!r} is longer than {MAX_NAME} bytes")
+        if len(self.channel.encode("utf-8")) > MAX_NAME:
+            raise StateError(f"channel name {self.channel!r} is longer than {MAX_NAME} bytes")
+        if not 0 <= self.kinds <= 3:
+            raise StateError(f"snapshot kinds {self.kinds} is not valid")
+        if len(self.items) > MAX_ITEMS:
+            raise StateError(f"a frame carries at most {MAX_ITEMS} items")
+        if self.type is FrameType.SNAPSHOT and not 0 <= self.part < self.parts <= 0xFFFF:
+            raise StateError(f"snapshot part {self.part} of {self.parts} is not valid")
+        if self.items and self.type not in (FrameType.CHANGES, FrameType.SNAPSHOT):
+            raise StateError(f"a {self.type.name} frame carries no items")
+        if self.signature is not None and len(self.signature) != SIGNATURE_SIZE:
+            raise StateError(f"a signature is {SIGNATURE_SIZE} bytes")
+
+
+# -- encoding -----------------------------------------------------------------------------------
+def _short_str(value: str, what: str) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > 255:
+        raise LocalProtocolError(f"{what} {value[:20]!r}… is longer than 255 bytes")
+    return bytes((len(raw),)) + raw
+
+
+def _encode_items(items: tuple[Item, ...], out: list[bytes]) -> None:
+    out.append(_U16.pack(len(items)))
+    for item in items:
+        if type(item) is DeviceItem:
+            out.append(b"\x01")
+            out.append(_short_str(item.device, "device name"))
+            out.append(_DEVICE_TAIL.pack(item.state, item.version))
+        else:
+            assert isinstance(item, MwiItem)
+            out.append(b"\x02")
+            out.append(_short_str(item.mailbox, "mailbox"))
+            out.append(_MWI_TAIL.pack(item.new, item.old, item.version))
+
+
+def encode(frame: Frame, *, signed: bool = False) -> bytes:
+    """Encode a frame. With ``signed`` the SIGNED flag is set and ``frame.signature`` (or, if
+    None, 64 zero bytes to be replaced after signing :func:`signed_part`) ends the frame."""
+    body: list[bytes] = [_short_str(frame.name, "node name"), _short_str(frame.channel, "channel")]
+    match frame.type:
+        case FrameType.CHANGES:
+            _encode_items(frame.items, body)
+        case FrameType.SNAPSHOT:
+            body.append(_SNAP.pack(frame.as_of, frame.part, frame.parts, frame.kinds))
+            _encode_items(frame.items, body)
+        case FrameType.HEARTBEAT:
+            body.append(_U32.pack(frame.interval_ms))
+        case FrameType.SYNC_REQUEST | FrameType.LEAVE:
+            pass
+    payload = b"".join(body)
+    sig = b""
+    if signed:
+        sig = frame.signature if frame.signature is not None else bytes(SIGNATURE_SIZE)
+    length = _HEADER.size + len(payload) + len(sig)
+    if length > 0xFFFFFFFF:
+        raise LocalProtocolError("frame too large")
+    header = _HEADER.pack(
+        MAGIC,
+        WIRE_VERSION,
+        int(frame.type),
+        FLAG_SIGNED if signed else 0,
+        0,
+        length,
+        frame.origin.raw,
+        frame.seq,
+    )
+    return header + payload + sig
+
+
+def signed_part(data: bytes) -> bytes:
+    """The bytes a signature covers: everything before the trailing 64-byte signature."""
+    return data[:-SIGNATURE_SIZE]
+
+
+# -- decoding -----------------------------------------------------------------------------------
+class _Reader:
+    __slots__ = ("data", "end", "off")
+
+    def __init__(self, data: bytes, off: int, end: int) -> None:
+        self.data = data
+        self.off = off
+        self.end = end
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.off + n > self.end:
+            raise RemoteProtocolError(f"frame truncated in {what} at byte {self.off}")
+        chunk = self.data[self.off : self.off + n]
+        self.off += n
+        return chunk
+
+    def short_str(self, what: str) -> str:
+        n = self.take(1, what)[0]
+        raw = self.take(n, what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RemoteProtocolError(f"{what} is not valid UTF-8") from None
+
+    def unpack(self, st: struct.Struct, what: str) -> tuple[int, ...]:
+        return st.unpack(self.take(st.size, what))
+
+
+def _decode_items(r: _Reader) -> tuple[Item, ...]:
+    (count,) = r.unpack(_U16, "item count")
+    items: list[Item] = []
+    for i in range(count):
+        kind = r.take(1, "item kind")[0]
+        if kind == KIND_DEVICE:
+            device = r.short_str(f"device name of item {i}")
+            state, version = r.unpack(_DEVICE_TAIL, f"item {i}")
+            items.append(DeviceItem(device, state, version))
+        elif kind == KIND_MWI:
+            mailbox = r.short_str(f"mailbox of item {i}")
+            new, old, version = r.unpack(_MWI_TAIL, f"item {i}")
+            items.append(MwiItem(mailbox, new, old, version))
+        else:
+            raise RemoteProtocolError(f"item {i} has unknown kind {kind}")
+    return tuple(items)
+
+
+def decode(data: bytes) -> Frame:
+    """Decode one frame. Raises :class:`RemoteProtocolError`, and nothing else, if invalid."""
+    data = bytes(data)
+    if len(data) < _HEADER.size:
+        raise RemoteProtocolError(f"a frame is at least {_HEADER.size} bytes, got {len(data)}")
+    magic, version, ftype, flags, _, length, origin, seq = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise RemoteProtocolError(f"not a pbxmesh frame (magic {magic!r})")
+    if version != WIRE_VERSION:
+        raise RemoteProtocolError(f"wire version {version} is not supported (this node speaks 1)")
+    if length != len(data):
+        raise RemoteProtocolError(f"frame length {length} does not match {len(data)} bytes")
+    try:
+        kind = FrameType(ftype)
+    except ValueError:
+        raise RemoteProtocolError(f"unknown frame type {ftype}") from None
+    if flags & ~FLAG_SIGNED:
+        raise RemoteProtocolError(f"unknown flags 0x{flags:02x}")
+    signed = bool(flags & FLAG_SIGNED)
+    end = length - (SIGNATURE_SIZE if signed else 0)
+    if end < _HEADER.size:
+        raise RemoteProtocolError("frame too short for its signature")
+    r = _Reader(data, _HEADER.size, end)
+    try:
+        name = r.short_str("node name")
+        channel = r.short_str("channel")
+        items: tuple[Item, ...] = ()
+        as_of = part = interval = 0
+        parts = 1
+        kinds = SNAP_DEVICES | SNAP_MWI
+        if kind is FrameType.CHANGES:
+            items = _decode_items(r)
+        elif kind is FrameType.SNAPSHOT:
+            as_of, part, parts, kinds = r.unpack(_SNAP, "snapshot header")
+            items = _decode_items(r)
+        elif kind is FrameType.HEARTBEAT:
+            (interval,) = r.unpack(_U32, "heartbeat interval")
+        if r.off != end:
+            raise RemoteProtocolError(f"{end - r.off} unexpected bytes after the frame body")
+        return Frame(
+            type=kind,
+            origin=EID(origin),
+            seq=seq,
+            name=name,
+            channel=channel,
+            items=items,
+            as_of=as_of,
+            part=part,
+            parts=parts,
+            kinds=kinds,
+            interval_ms=interval,
+            signature=data[end:] if signed else None,
+        )
+    except StateError as exc:
+        raise RemoteProtocolError(f"{kind.name} frame: {exc}") from None
