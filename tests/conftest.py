@@ -6,6 +6,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ["tests.harness.fixtures"]
+
 # Timing health checks and deadlines measure the machine, not the code: the CI host is shared.
 settings.register_profile(
     "default",

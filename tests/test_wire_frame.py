@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -118,7 +120,7 @@ def test_bad_items_are_rejected_with_their_reason() -> None:
     )
     state_at = data.index(b"d") + 1
     data[state_at] = 9
-    with pytest.raises(RemoteProtocolError, match="outside 0..8"):
+    with pytest.raises(RemoteProtocolError, match=r"outside 0\.\.8"):
         decode(bytes(data))
     data[state_at - 3] = 7  # the item kind
     with pytest.raises(RemoteProtocolError, match="unknown kind 7"):
@@ -143,10 +145,8 @@ def test_constructors_refuse_invalid_frames() -> None:
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_give_a_frame_or_a_protocol_error(data: bytes) -> None:
     for i in range(len(data) + 1):  # every prefix, as if fed byte by byte
-        try:
+        with contextlib.suppress(RemoteProtocolError):
             decode(data[:i])
-        except RemoteProtocolError:
-            pass
 
 
 @given(frames(), st.data())
@@ -155,7 +155,5 @@ def test_mutated_frames_give_a_frame_or_a_protocol_error(frame: Frame, data) -> 
     for _ in range(data.draw(st.integers(1, 4))):
         pos = data.draw(st.integers(0, len(raw) - 1))
         raw[pos] = data.draw(st.integers(0, 255))
-    try:
+    with contextlib.suppress(RemoteProtocolError):
         decode(bytes(raw))
-    except RemoteProtocolError:
-        pass

@@ -11,10 +11,12 @@ the node above it. Every transport — in-memory, Corosync CPG, NATS — keeps t
 2. ``await send(data)`` delivers ``data`` to every member of the current view, **including the
    sender** (Corosync does so; it lets a node see its own order). Order is FIFO per sender.
    ``send`` never drops silently: it retries while the engine says "try again", and raises
-   :class:`~pbxmesh.errors.TransportClosed` only when the transport is closed.
+   :class:`~pbxmesh.errors.TransportClosed` only when the transport is closed, and
+   ``ValueError`` for data longer than ``max_message_size``.
 3. ``events()`` yields :class:`Message`, :class:`MembershipChange` and :class:`LinkState`
    events, in order, until the transport is closed. It never blocks the engine: a transport
    queues internally (bounded by the engine's own flow control) and the consumer must drain.
+   A :class:`MembershipChange` with no joined or left member reports a change of quorum only.
 4. When the engine goes away (daemon killed, server lost) the transport yields
    ``LinkState(up=False)``, reconnects by itself, and yields ``LinkState(up=True)`` followed by a
    fresh :class:`MembershipChange`. The node resynchronises on that membership change.

@@ -167,6 +167,7 @@ class MemoryTransport(Transport):
             item = await self._queue.get()
             if item is _CLOSED:
                 self._closed = True
+                self._queue.put_nowait(_CLOSED)  # a later events() call ends at once too
                 return
             assert isinstance(item, Message | MembershipChange | LinkState)
             yield item

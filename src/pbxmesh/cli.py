@@ -1,0 +1,394 @@
+"""The ``pbxmesh`` command: run a node, query it, simulate a PBX, run the demo.
+
+Every query command talks to the running node through its control API, found from the same
+configuration file (``-c``, default /etc/pbxmesh/pbxmesh.toml). Human tables by default,
+``--json`` for scripts. Exit codes: 0 done, 1 the node failed or refused, 2 bad usage or
+configuration, 3 the node is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .config import DEFAULT_CONFIG, load_config
+from .errors import ConfigError, PbxmeshError, StateError
+from .states import parse_state
+
+__all__ = ["main"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pbxmesh",
+        description="Share Asterisk device states (BLF) and MWI across PBX servers.",
+    )
+    p.add_argument("--version", action="version", version=f"pbxmesh {__version__}")
+    p.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("PBXMESH_CONFIG", DEFAULT_CONFIG),
+        help=f"configuration file (default {DEFAULT_CONFIG}, or $PBXMESH_CONFIG)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run this server's node (the daemon)")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub.add_parser("check-config", help="validate the configuration file and exit")
+    sub.add_parser("members", help="cluster members (as ais clm show members)")
+    sub.add_parser("channels", help="event channels (as ais evt show event channels)")
+    dev = sub.add_parser("devices", help="devices: cluster value and each server's state")
+    dev.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'PJSIP/1*'")
+    sub.add_parser("hints", help="the linked Asterisk's hints and their states")
+    mwi = sub.add_parser("mwi", help="mailboxes: counts and last writer")
+    mwi.add_argument("pattern", nargs="?", help="glob pattern, e.g. '10*@default'")
+    sub.add_parser("status", help="health of the node, its transport and links")
+    pub = sub.add_parser("publish", help="assert a state as this node")
+    pubsub = pub.add_subparsers(dest="kind", metavar="KIND", required=True)
+    pd = pubsub.add_parser("device_state", help="publish device_state DEVICE STATE")
+    pd.add_argument("device")
+    pd.add_argument("state")
+    pm = pubsub.add_parser("mwi", help="publish mwi MAILBOX@CONTEXT NEW OLD")
+    pm.add_argument("mailbox")
+    pm.add_argument("new", type=int)
+    pm.add_argument("old", type=int)
+    hl = sub.add_parser(
+        "dialplan-hints",
+        help="print extensions.conf hint lines joining each device with its remote counterpart",
+    )
+    hl.add_argument("mapping", nargs="+", metavar="EXTEN=DEVICE", help="e.g. 1234=Custom:mystate")
+    hl.add_argument("--context", default="default")
+    hl.add_argument("--template", default=None, help="counterpart template (default from config)")
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair for signing this node's frames")
+    kg.add_argument("--out", default=None, help="private key file (default STATE_DIR/node.key)")
+    sub.add_parser("sim", help="run the AMI PBX simulator (see pbxmesh sim --help)", add_help=False)
+    sub.add_parser("demo", help="start a local 3-node demo cluster", add_help=False)
+    sub.add_parser(
+        "nats-accounts", help="generate nats-server accounts for the cluster", add_help=False
+    )
+    return p
+
+
+_SUBPROGRAMS = {
+    "sim": "pbxmesh.ami.sim",
+    "demo": "pbxmesh.demo",
+    "nats-accounts": "pbxmesh.nats_accounts",
+}
+
+
+def _command_of(args: list[str]) -> tuple[str | None, list[str]]:
+    """The first word that is not an option (nor -c's value), and what follows it."""
+    i = 0
+    while i < len(args):
+        if args[i] in ("-c", "--config"):
+            i += 2
+        elif args[i].startswith("-"):
+            i += 1
+        else:
+            return args[i], args[i + 1 :]
+    return None, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command, rest = _command_of(args_list)
+    if command in _SUBPROGRAMS:
+        # Sub-programs with their own fixed argument syntax (e.g. `pbxmesh sim --listen ...`).
+        import importlib
+
+        result: int = importlib.import_module(_SUBPROGRAMS[command]).main(rest)
+        return result
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dispatch(args)
+    except CliError as exc:
+        print(f"pbxmesh: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"pbxmesh: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateError as exc:
+        print(f"pbxmesh: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PbxmeshError as exc:
+        print(f"pbxmesh: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check-config":
+        cfg = load_config(args.config)
+        print(
+            f"{cfg.path}: OK (node {cfg.node.name}, {cfg.cluster.transport}, "
+            f"{len(cfg.channels)} channel(s))"
+        )
+        return 0
+    if args.command == "keygen":
+        from .security import keygen
+
+        found = load_config(args.config) if os.path.exists(args.config) else None
+        out = args.out or (str(found.node.state_dir / "node.key") if found else None)
+        if out is None:
+            raise CliError(f"{args.config} not found: give --out FILE", EXIT_USAGE)
+        public = keygen(out)
+        print(f"private key written to {out} (keep it secret)")
+        print(f"public key: {public}")
+        return 0
+    if args.command == "dialplan-hints":
+        return _dialplan_hints(args)
+    client = _Client.from_config(args.config)
+    if args.command == "members":
+        return _members(client, args.json)
+    if args.command == "channels":
+        return _channels(client, args.json)
+    if args.command == "devices":
+        return _devices(client, args.json, args.pattern)
+    if args.command == "mwi":
+        return _mwi(client, args.json, args.pattern)
+    if args.command == "hints":
+        return _hints(client, args.json)
+    if args.command == "status":
+        return _status(client, args.json)
+    if args.command == "publish":
+        return _publish(client, args)
+    raise CliError(f"unknown command {args.command}", EXIT_USAGE)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from .daemon import Daemon
+
+    async def go() -> int:
+        return await Daemon(cfg).run()
+
+    return asyncio.run(go())
+
+
+class _Client:
+    """A small client of the control API (stdlib only, so the CLI starts fast)."""
+
+    def __init__(self, base: str, token: str | None) -> None:
+        self.base = base
+        self.token = token
+
+    @classmethod
+    def from_config(cls, path: str) -> _Client:
+        cfg = load_config(path)
+        host, port = cfg.control.listen
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return cls(f"http://{host}:{port}/api/v1", cfg.control.token)
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except (ValueError, AttributeError):
+                message = exc.reason
+            raise CliError(str(message), EXIT_USAGE if exc.code == 400 else EXIT_FAILED) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(
+                f"node unreachable at {self.base} ({reason}); is `pbxmesh run` running?",
+                EXIT_UNREACHABLE,
+            ) from None
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _out(data: Any, as_json: bool, human: str) -> int:
+    print(json.dumps(data, indent=2) if as_json else human)
+    return 0
+
+
+def _members(client: _Client, as_json: bool) -> int:
+    full = client.request("GET", "/members?full=1")
+    members = full["members"]
+    if as_json:
+        return _out(
+            [
+                {
+                    k: m[k]
+                    for k in ("name", "nodeid", "address", "eid", "member", "self", "joined_at")
+                }
+                for m in members
+            ],
+            True,
+            "",
+        )
+    rows = [
+        [
+            m["name"] + (" (this node)" if m["self"] else ""),
+            m["nodeid"] or "-",
+            m["address"] or "-",
+            m["eid"] or "-",
+            "Yes" if m["member"] else "No",
+            datetime.datetime.fromtimestamp(m["joined_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+        ]
+        for m in members
+    ]
+    head = f"view {full['view']}, quorate: {'yes' if full['quorate'] else 'NO'}"
+    return _out(
+        None,
+        False,
+        head + "\n" + _table(["NODE NAME", "ID", "ADDRESS", "EID", "MEMBER", "JOINED"], rows),
+    )
+
+
+def _channels(client: _Client, as_json: bool) -> int:
+    chans = client.request("GET", "/channels")
+    rows = [
+        [c["name"], ",".join(c["publish"]) or "-", ",".join(c["subscribe"]) or "-"] for c in chans
+    ]
+    return _out(chans, as_json, _table(["EVENT CHANNEL", "PUBLISH", "SUBSCRIBE"], rows))
+
+
+def _devices(client: _Client, as_json: bool, pattern: str | None) -> int:
+    q = "?" + urllib.parse.urlencode({"pattern": pattern}) if pattern else ""
+    devs = client.request("GET", "/devices" + q)
+    rows = [
+        [d["device"], d["state"], " ".join(f"{e}={s}" for e, s in d["origins"].items())]
+        for d in devs
+    ]
+    return _out(devs, as_json, _table(["DEVICE", "STATE", "ORIGINS (EID=STATE)"], rows))
+
+
+def _mwi(client: _Client, as_json: bool, pattern: str | None) -> int:
+    q = "?" + urllib.parse.urlencode({"pattern": pattern}) if pattern else ""
+    boxes = client.request("GET", "/mwi" + q)
+    if as_json:
+        return _out(
+            [{k: b[k] for k in ("mailbox", "new", "old", "origin")} for b in boxes], True, ""
+        )
+    rows = [
+        [
+            b["mailbox"],
+            str(b["new"]),
+            str(b["old"]),
+            f"{b['origin']} ({b['origin_name']})" if b["origin_name"] else b["origin"],
+        ]
+        for b in boxes
+    ]
+    return _out(boxes, False, _table(["MAILBOX", "NEW", "OLD", "ORIGIN"], rows))
+
+
+def _hints(client: _Client, as_json: bool) -> int:
+    hints = client.request("GET", "/hints")
+    rows = [
+        [f"{h['exten']}@{h['context']}", h["hint"] or "", h["status_text"] or ""] for h in hints
+    ]
+    return _out(hints, as_json, _table(["HINT", "DEVICES", "STATE"], rows))
+
+
+def _status(client: _Client, as_json: bool) -> int:
+    s = client.request("GET", "/status")
+    ast = s.get("asterisk")
+    ast_text = (
+        "not configured"
+        if not ast
+        else (f"{'connected' if ast['connected'] else 'DISCONNECTED'} to {ast['address']}")
+    )
+    human = "\n".join(
+        [
+            f"node       {s['name']}  eid {s['eid']}",
+            f"transport  {s['transport']}  link {'up' if s['link_up'] else 'DOWN'}  "
+            f"quorate {'yes' if s['quorate'] else 'NO'}  view {s['view']}  members {s['members']}",
+            f"state      {s['devices']} devices, {s['mailboxes']} mailboxes, "
+            f"{s['queue_depth']} changes queued, {s['resyncs']} resyncs",
+            f"asterisk   {ast_text}",
+            f"rejected   {', '.join(f'{k}={v}' for k, v in s['rejected'].items()) or 'none'}",
+        ]
+    )
+    _out(s, as_json, human)
+    return 0 if s["link_up"] and (not ast or ast["connected"]) else EXIT_FAILED
+
+
+def _publish(client: _Client, args: argparse.Namespace) -> int:
+    if args.kind == "device_state":
+        state = parse_state(args.state)
+        r = client.request(
+            "POST", "/publish/device_state", {"device": args.device, "state": state.name}
+        )
+        return _out(r, args.json, f"{r['device']} is now {r['state']} on this node")
+    if args.new < 0 or args.old < 0:
+        raise CliError("message counts cannot be negative", EXIT_USAGE)
+    r = client.request(
+        "POST", "/publish/mwi", {"mailbox": args.mailbox, "new": args.new, "old": args.old}
+    )
+    return _out(r, args.json, f"{r['mailbox']}: {r['new']} new, {r['old']} old")
+
+
+def _dialplan_hints(args: argparse.Namespace) -> int:
+    from .ami.bridge import DEFAULT_TEMPLATE, hint_lines
+
+    template = args.template
+    if template is None:
+        template = DEFAULT_TEMPLATE
+        if os.path.exists(args.config):
+            cfg = load_config(args.config)
+            if cfg.asterisk is not None:
+                template = cfg.asterisk.remote_template
+    mapping = {}
+    for item in args.mapping:
+        exten, sep, device = item.partition("=")
+        if not sep or not exten or not device:
+            raise CliError(f"{item!r} is not EXTEN=DEVICE (e.g. 1234=Custom:mystate)", EXIT_USAGE)
+        mapping[exten] = device
+    print("\n".join(hint_lines(mapping, args.context, template)))
+    return 0

@@ -1,0 +1,366 @@
+"""The control API: JSON over HTTP on the node's control listener (127.0.0.1:8765 by default).
+
+Theory of operation
+-------------------
+One aiohttp application serves, under versioned paths:
+
+* ``GET  /api/v1/status``, ``/members``, ``/channels``, ``/devices?pattern=``, ``/mwi?pattern=``,
+  ``/hints`` — what the CLI prints (shapes fixed, see ``openapi.json``);
+* ``POST /api/v1/publish/device_state`` ``{"device", "state"}`` and ``/publish/mwi``
+  ``{"mailbox", "new", "old"}`` — assert a state as this node's origin;
+* ``GET  /api/v1/events`` — Server-Sent Events: a ``snapshot`` then every change (web page);
+* ``GET  /api/v1/openapi.json``, ``GET /metrics`` (Prometheus), ``GET /`` (the lamp page).
+
+When a token is configured every request but ``/`` and the page's static text needs
+``Authorization: Bearer <token>`` (or ``?token=`` for the browser's EventSource); the
+listener refuses to bind anything but loopback without one (config.py). Errors are JSON
+``{"error": "..."}`` with a 4xx status and a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+
+from .errors import PbxmeshError, StateError
+from .node import MemberInfo, Node, make_listener
+from .states import DeviceState, parse_state
+from .store import DeviceChange, MwiChange
+
+if TYPE_CHECKING:
+    from .ami.bridge import AmiBridge
+
+__all__ = ["API_PREFIX", "ControlServer", "device_json", "member_json"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/api/v1"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def member_json(m: MemberInfo, node: Node) -> dict[str, Any]:
+    return {
+        "name": m.name or (node.origin_name(m.eids[0]) if m.eids else ""),
+        "nodeid": f"0x{m.nodeid:08x}" if m.nodeid is not None else None,
+        "nodeid_decimal": m.nodeid,
+        "address": m.address,
+        "eid": str(m.eids[0]) if m.eids else None,
+        "eids": [str(e) for e in m.eids],
+        "member": m.member,
+        "self": m.is_self,
+        "member_id": m.member_id,
+        "joined_at": m.joined_at,
+    }
+
+
+def device_json(device: str, state: DeviceState, origins: dict[Any, DeviceState]) -> dict[str, Any]:
+    return {
+        "device": device,
+        "state": state.name,
+        "origins": {str(o): s.name for o, s in origins.items()},
+    }
+
+
+class ControlServer:
+    """Serves the control API, metrics and the lamp page for one node."""
+
+    def __init__(
+        self,
+        node: Node,
+        host: str,
+        port: int,
+        token: str | None = None,
+        bridge: AmiBridge | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+        metrics: Callable[[], bytes] | None = None,
+        page: Callable[[], str] | None = None,
+    ) -> None:
+        self.node = node
+        self.host = host
+        self.port = port
+        self.token = token
+        self.bridge = bridge
+        self._status_extra = status_extra
+        self._metrics = metrics
+        self._page = page
+        self._runner: web.AppRunner | None = None
+        self._subscribers: set[asyncio.Queue[str]] = set()
+        self._started = time.time()
+        self.rate = _Rate()
+        node.listeners.append(
+            make_listener(
+                on_device=self._on_device, on_mwi=self._on_mwi, on_members=self._on_members
+            )
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._auth, self._errors])
+        p = API_PREFIX
+        app.router.add_get(f"{p}/status", self.status)
+        app.router.add_get(f"{p}/members", self.members)
+        app.router.add_get(f"{p}/channels", self.channels)
+        app.router.add_get(f"{p}/devices", self.devices)
+        app.router.add_get(f"{p}/mwi", self.mwi)
+        app.router.add_get(f"{p}/hints", self.hints)
+        app.router.add_post(f"{p}/publish/device_state", self.publish_device)
+        app.router.add_post(f"{p}/publish/mwi", self.publish_mwi)
+        app.router.add_get(f"{p}/events", self.events)
+        app.router.add_get(f"{p}/openapi.json", self.openapi)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/", self.page)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        log.info("control API listening on http://%s:%d%s", self.host, self.port, API_PREFIX)
+
+    async def close(self) -> None:
+        for q in list(self._subscribers):
+            q.put_nowait("")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- middlewares -------------------------------------------------------------------------
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.token and request.path != "/":
+            given = request.headers.get("Authorization", "")
+            supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
+            if not hmac.compare_digest(supplied.encode(), self.token.encode()):
+                return _error(401, "missing or wrong token: send Authorization: Bearer <token>")
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                return _error(exc.status, exc.reason or "error")
+            raise
+        except (PbxmeshError, ValueError) as exc:
+            return _error(400, str(exc))
+
+    # -- read -------------------------------------------------------------------------------
+    async def status(self, request: web.Request) -> web.Response:
+        node = self.node
+        body: dict[str, Any] = {
+            "name": node.config.name,
+            "eid": str(node.eid),
+            "transport": node.transport.kind,
+            "link_up": node.stats.link_up,
+            "quorate": node.quorate,
+            "view": node.view,
+            "members": len(node.members()),
+            "devices": len(node.devices),
+            "mailboxes": len(node.mwi),
+            "queue_depth": node.queue_depth,
+            "resyncs": node.stats.resyncs,
+            "rejected": dict(node.stats.rejected),
+            "uptime_seconds": round(time.time() - self._started, 1),
+            "asterisk": None,
+        }
+        if self._status_extra is not None:
+            body.update(self._status_extra())
+        return web.json_response(body)
+
+    async def members(self, request: web.Request) -> web.Response:
+        body = [member_json(m, self.node) for m in self.node.members()]
+        return web.json_response(
+            {"quorate": self.node.quorate, "view": self.node.view, "members": body}
+            if request.query.get("full")
+            else body
+        )
+
+    async def channels(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {"name": c.name, "publish": sorted(c.publish), "subscribe": sorted(c.subscribe)}
+                for c in self.node.channels()
+            ]
+        )
+
+    async def devices(self, request: web.Request) -> web.Response:
+        rows = self.node.device_rows(request.query.get("pattern") or None)
+        limit = int(request.query.get("limit", "0") or 0)
+        if limit > 0:
+            rows = rows[:limit]
+        return web.json_response([device_json(d, s, o) for d, s, o in rows])
+
+    async def mwi(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {
+                    "mailbox": r.mailbox,
+                    "new": r.new,
+                    "old": r.old,
+                    "origin": str(r.origin),
+                    "origin_name": self.node.origin_name(r.origin),
+                }
+                for r in self.node.mwi_rows(request.query.get("pattern") or None)
+            ]
+        )
+
+    async def hints(self, request: web.Request) -> web.Response:
+        if self.bridge is None:
+            return _error(404, "this node has no [asterisk] link, so it knows no hints")
+        from .errors import AmiActionError, AmiError
+
+        try:
+            answer = await self.bridge.client.list_action("ExtensionStateList")
+        except AmiActionError as exc:
+            if "no dialplan hints" in exc.message.lower():
+                return web.json_response([])
+            return _error(502, str(exc))
+        except AmiError as exc:
+            return _error(503, f"the Asterisk link is down: {exc}")
+        rows = []
+        for e in answer.items:
+            status = e.get("Status") or "-1"
+            rows.append(
+                {
+                    "exten": e.get("Exten"),
+                    "context": e.get("Context"),
+                    "hint": e.get("Hint"),
+                    "status": int(status) if status.lstrip("-").isdigit() else -1,
+                    "status_text": e.get("StatusText"),
+                }
+            )
+        return web.json_response(rows)
+
+    # -- write ------------------------------------------------------------------------------
+    async def publish_device(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        device, state_text = body.get("device"), body.get("state")
+        if not isinstance(device, str) or not isinstance(state_text, str):
+            raise StateError('send {"device": "Custom:name", "state": "INUSE"}')
+        state = parse_state(state_text)
+        self.node.publish_device(device, state)
+        return web.json_response({"device": device, "state": state.name}, status=202)
+
+    async def publish_mwi(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        mailbox, new, old = body.get("mailbox"), body.get("new"), body.get("old")
+        if not isinstance(mailbox, str) or type(new) is not int or type(old) is not int:
+            raise StateError('send {"mailbox": "1000@default", "new": 1, "old": 0}')
+        self.node.publish_mwi(mailbox, new, old)
+        return web.json_response({"mailbox": mailbox, "new": new, "old": old}, status=202)
+
+    # -- live -------------------------------------------------------------------------------
+    def _broadcast(self, kind: str, payload: dict[str, Any]) -> None:
+        if not self._subscribers:
+            return
+        text = f"event: {kind}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+        for q in self._subscribers:
+            if q.qsize() < 10_000:
+                q.put_nowait(text)
+
+    def _on_device(self, change: DeviceChange) -> None:
+        self.rate.hit()
+        if self._subscribers:
+            origins = {o: s for o, (s, _) in self.node.devices.slots_of(change.device).items()}
+            payload = device_json(change.device, change.state, origins)
+            payload["removed"] = change.removed
+            self._broadcast("device", payload)
+
+    def _on_mwi(self, change: MwiChange) -> None:
+        self.rate.hit()
+        r = change.record
+        self._broadcast(
+            "mwi", {"mailbox": r.mailbox, "new": r.new, "old": r.old, "origin": str(r.origin)}
+        )
+
+    def _on_members(self, members: list[MemberInfo]) -> None:
+        self._broadcast(
+            "members",
+            {
+                "members": [member_json(m, self.node) for m in members],
+                "quorate": self.node.quorate,
+                "view": self.node.view,
+            },
+        )
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            await resp.write(b"retry: 1000\n\n")
+            while True:
+                try:
+                    async with asyncio.timeout(15):
+                        text = await queue.get()
+                except TimeoutError:
+                    text = f"event: rate\ndata: {json.dumps({'rate': self.rate.value()})}\n\n"
+                if not text:
+                    break
+                await resp.write(text.encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._subscribers.discard(queue)
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write_eof()
+        return resp
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self._metrics is None:
+            return _error(404, "metrics are not enabled")
+        return web.Response(
+            body=self._metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
+
+    async def page(self, request: web.Request) -> web.Response:
+        if self._page is None:
+            return web.Response(text="pbxmesh control API: see /api/v1/openapi.json\n")
+        return web.Response(text=self._page(), content_type="text/html")
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from .openapi import OPENAPI
+
+        return web.json_response(OPENAPI)
+
+
+class _Rate:
+    """Events per second over the last 10 seconds."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+
+    def hit(self) -> None:
+        now = int(time.monotonic())
+        self._buckets[now] = self._buckets.get(now, 0) + 1
+        if len(self._buckets) > 20:
+            for k in [k for k in self._buckets if k < now - 10]:
+                del self._buckets[k]
+
+    def value(self) -> float:
+        now = int(time.monotonic())
+        return sum(v for k, v in self._buckets.items() if now - 10 <= k < now) / 10.0
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StateError("the request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise StateError("the request body must be a JSON object")
+    return body
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

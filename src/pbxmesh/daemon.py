@@ -1,0 +1,249 @@
+"""``pbxmesh run``: one node with its transport, Asterisk link and control listener.
+
+Theory of operation
+-------------------
+:class:`Daemon` builds everything from a validated :class:`~pbxmesh.config.Config`: the EID
+and the version clock from the state directory, the transport (Corosync or NATS), the node,
+the optional AMI bridge, the security guard, the control API with metrics and the lamp page.
+It runs until SIGTERM/SIGINT, then leaves the cluster cleanly (peers drop our slots at once:
+the transport's leave and a LEAVE frame). SIGHUP re-reads the file: channels are replaced in
+place (state kept, re-announced), and the Asterisk link is restarted only if its settings
+changed. A file that no longer validates is reported and the running configuration is kept.
+Logs go to stderr (journald under systemd), one line per lifecycle or membership change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from .clock import HybridClock, VersionFile
+from .config import AsteriskConfig, ClusterConfig, Config, load_config
+from .eid import load_or_create_eid
+from .errors import ConfigError, PbxmeshError
+from .node import Node, NodeConfig, make_listener
+from .states import DeviceState
+from .transport.base import Transport
+
+__all__ = ["Daemon", "make_transport"]
+
+log = logging.getLogger(__name__)
+
+
+def make_transport(cluster: ClusterConfig, node_name: str, security: Any = None) -> Transport:
+    """The transport named by ``[cluster] transport``; backends are imported lazily."""
+    if cluster.transport == "corosync":
+        from .transport.corosync import CorosyncConfig, CorosyncTransport
+
+        return CorosyncTransport(
+            CorosyncConfig(
+                group=cluster.group, reconnect_interval=cluster.corosync.reconnect_interval
+            )
+        )
+    if cluster.transport == "nats":
+        from .transport.nats import NatsTransport
+
+        return NatsTransport.from_config(cluster, node_name)
+    raise ConfigError(f"unknown transport {cluster.transport!r}")
+
+
+class _ClusterPort:
+    """The node as the AMI bridge sees it (``ClusterPort``)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def publish_device(self, device: str, state: DeviceState) -> None:
+        self.node.publish_device(device, state)
+
+    def publish_mwi(self, mailbox_at_context: str, new: int, old: int) -> None:
+        self.node.publish_mwi(mailbox_at_context, new, old)
+
+    def remote_state(self, device: str) -> DeviceState:
+        return self.node.remote_state(device)
+
+    def remote_devices(self) -> dict[str, DeviceState]:
+        return self.node.remote_devices()
+
+    def remote_mwi(self) -> dict[str, tuple[int, int]]:
+        return self.node.remote_mwi()
+
+
+class Daemon:
+    """Runs one node until told to stop."""
+
+    def __init__(self, config: Config, transport: Transport | None = None) -> None:
+        self.config = config
+        state_dir = config.node.state_dir
+        try:
+            self.eid = load_or_create_eid(
+                state_dir, str(config.node.eid) if config.node.eid else None
+            )
+        except PermissionError:
+            raise ConfigError(
+                f"{state_dir}: permission denied; create it or run as its owner"
+            ) from None
+        versions = VersionFile(state_dir / "version")
+        self.clock = HybridClock(
+            lambda: time.time_ns() // 1_000_000, start_after=versions.load(), persist=versions.save
+        )
+        guard = None
+        if config.security.key is not None or config.security.peers:
+            from .security import build_guard
+
+            guard = build_guard(config.security, self.eid, config.node.name, state_dir)
+        self.guard = guard
+        self.transport = transport or make_transport(config.cluster, config.node.name)
+        self.node = Node(
+            NodeConfig(name=config.node.name, eid=self.eid, channels=config.channels),
+            self.transport,
+            clock=self.clock,
+            guard=guard,
+        )
+        self.bridge: Any = None
+        self.control: Any = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+
+    # -- Asterisk link -----------------------------------------------------------------------
+    def _make_bridge(self, ast: AsteriskConfig) -> Any:
+        from .ami.bridge import AmiBridge, BridgeConfig
+        from .ami.client import AmiConfig
+
+        host, port = ast.ami
+        bridge = AmiBridge(
+            _ClusterPort(self.node),
+            AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),
+            BridgeConfig(
+                include=ast.include,
+                exclude=ast.exclude,
+                template=ast.remote_template,
+                share_mwi=ast.mwi,
+                mwi_include=ast.include,
+                mwi_exclude=ast.exclude,
+            ),
+        )
+        return bridge
+
+    def _wire_bridge(self) -> None:
+        def remote_device(device: str, state: DeviceState) -> None:
+            if self.bridge is not None:
+                self.bridge.on_remote_device(device, state)
+
+        def mwi(change: Any) -> None:
+            r = change.record
+            if self.bridge is not None and r.origin != self.eid:
+                self.bridge.on_remote_mwi(r.mailbox, r.new, r.old)
+
+        self.node.listeners.append(make_listener(on_remote_device=remote_device, on_mwi=mwi))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        from .control import ControlServer
+        from .metrics import Metrics
+        from .web import lamp_page
+
+        log.info(
+            "starting pbxmesh node=%s eid=%s transport=%s group=%s",
+            self.config.node.name,
+            self.eid,
+            self.config.cluster.transport,
+            self.config.cluster.group,
+        )
+        await self.node.start()
+        self._wire_bridge()
+        if self.config.asterisk is not None:
+            self.bridge = self._make_bridge(self.config.asterisk)
+            await self.bridge.start()
+        metrics = Metrics(self)
+        host, port = self.config.control.listen
+        self.control = ControlServer(
+            self.node,
+            host,
+            port,
+            token=self.config.control.token,
+            bridge=self.bridge,
+            status_extra=self._status_extra,
+            metrics=metrics.render,
+            page=lamp_page,
+        )
+        metrics.control = self.control
+        await self.control.start()
+
+    def _status_extra(self) -> dict[str, Any]:
+        if self.bridge is None:
+            return {"asterisk": None}
+        client = self.bridge.client
+        return {
+            "asterisk": {
+                "connected": client.connected,
+                "address": f"{client.config.host}:{client.config.port}",
+                "resyncs": self.bridge.resyncs,
+                "published": self.bridge.published,
+            }
+        }
+
+    async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.close()
+        if self.bridge is not None:
+            await self.bridge.close()
+        await self.node.close()
+
+    async def reload(self) -> None:
+        """Re-read the configuration file (SIGHUP)."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        if new.cluster != self.config.cluster or new.node != self.config.node:
+            log.warning(
+                "reload: [node] and [cluster] changes need a restart; applying channels and links"
+            )
+        if new.channels != self.config.channels:
+            self.node.reconfigure(new.channels)
+        if new.asterisk != self.config.asterisk:
+            if self.bridge is not None:
+                await self.bridge.close()
+                self.bridge = None
+            if new.asterisk is not None:
+                self.bridge = self._make_bridge(new.asterisk)
+                await self.bridge.start()
+            if self.control is not None:
+                self.control.bridge = self.bridge
+            log.info("reload: Asterisk link %s", "restarted" if new.asterisk else "removed")
+        self.config = new
+        log.info("reload done channels=%s", ",".join(c.name for c in new.channels))
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (reloading on SIGHUP), then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        try:
+            await self.start()
+            while not self._stop.is_set():
+                reload_wait = asyncio.create_task(self._reload.wait())
+                stop_wait = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({reload_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                for t in (reload_wait, stop_wait):
+                    t.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self.reload()
+            log.info("stopping: leaving the cluster")
+            return 0
+        except PbxmeshError as exc:
+            log.error("%s", exc)
+            return 1
+        finally:
+            with contextlib.suppress(PbxmeshError):
+                await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)

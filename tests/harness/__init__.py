@@ -1,0 +1,1 @@
+"""Helpers that start real engines (corosync) for integration tests."""

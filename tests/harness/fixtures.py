@@ -1,0 +1,51 @@
+"""pytest fixtures that start real corosync daemons; enabled from tests/conftest.py with
+``pytest_plugins = ["tests.harness.fixtures"]``.
+
+Without corosync or root the tests that use them are skipped with the reason, except when
+``CI=true``: CI must never skip silently, so there they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from .corosync import Cluster, CorosyncInstance, corosync_missing_reason, loopback_corosync
+from .corosync import three_node_cluster as _three_node_cluster
+
+__all__ = ["corosync_cluster", "corosync_group", "corosync_loopback", "require_corosync"]
+
+
+def require_corosync(netns: bool = False) -> None:
+    """Skip (or, under CI=true, fail) unless corosync can run here."""
+    reason = corosync_missing_reason(netns=netns)
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and corosync tests cannot run: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def corosync_loopback() -> Iterator[CorosyncInstance]:
+    """One corosync on 127.0.0.1 for the whole session (tests may kill and restart it)."""
+    require_corosync()
+    with loopback_corosync() as instance:
+        yield instance
+
+
+@pytest.fixture
+def corosync_group() -> str:
+    """A fresh CPG group name, so tests never see members left over from other tests."""
+    return f"pbxm-test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="module")
+def corosync_cluster() -> Iterator[Cluster]:
+    """Three corosync nodes in network namespaces, token 1000 ms (node loss seen in ~3.5 s)."""
+    require_corosync(netns=True)
+    with _three_node_cluster(token_ms=1000) as cluster:
+        yield cluster
