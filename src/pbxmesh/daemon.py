@@ -79,10 +79,14 @@ class Daemon:
     def __init__(self, config: Config, transport: Transport | None = None) -> None:
         self.config = config
         state_dir = config.node.state_dir
+        override = str(config.node.eid) if config.node.eid else None
+        if override is None and config.security.key is not None:
+            # A signing node's EID is derived from its key, so nobody can claim it.
+            from .security import eid_for_key, load_private_key
+
+            override = str(eid_for_key(load_private_key(config.security.key).public_key()))
         try:
-            self.eid = load_or_create_eid(
-                state_dir, str(config.node.eid) if config.node.eid else None
-            )
+            self.eid = load_or_create_eid(state_dir, override)
         except PermissionError:
             raise ConfigError(
                 f"{state_dir}: permission denied; create it or run as its owner"

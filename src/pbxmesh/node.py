@@ -141,6 +141,8 @@ class FrameGuard(Protocol):
 
     def check(self, frame: Frame, data: bytes) -> tuple[DeviceItem | MwiItem, ...]: ...
 
+    def flush(self) -> None: ...
+
 
 class NodeListener(Protocol):
     """Receives what changes in the cluster. Called on the event loop; must not block."""
@@ -256,6 +258,8 @@ class Node:
                 await self._flush()
                 await self._send_frame(Frame(type=FrameType.LEAVE, origin=self.eid, seq=0))
         await self.transport.close()
+        if self.guard is not None:
+            self.guard.flush()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -523,8 +527,21 @@ class Node:
             try:
                 items = self.guard.check(f, data)
             except SecurityError as exc:
-                self._reject(exc.reason, str(f.origin), str(exc))
+                self._reject(exc.reason, f.name or str(f.origin), str(exc))
                 return
+            if len(items) < len(f.items):
+                denied = [i for i in f.items if i not in items]
+                self.stats.rejected["unauthorised"] = (
+                    self.stats.rejected.get("unauthorised", 0) + len(denied) - 1
+                )
+                first = denied[0]
+                what = first.device if isinstance(first, DeviceItem) else first.mailbox
+                self._reject(
+                    "unauthorised",
+                    f.name or str(f.origin),
+                    f"node {f.name!r} may not assert {what!r} ({len(denied)} item(s) dropped); "
+                    "grant it in [security.peers]",
+                )
         self.clock.observe(f.seq)
         _count(self.stats.frames_in, f.channel or "-")
         if self.latency_observer is not None and f.type is FrameType.CHANGES:
