@@ -75,8 +75,9 @@ def main() -> None:
         root = Path(tmp)
         keygen(root / "recv.key")
         for batch in (1, 10, 100, 500):
-            plain = _pipeline(batch, False, root)
-            signed = _pipeline(batch, True, root)
+            # Best of three runs each: the machine is shared, the best run is the least disturbed.
+            plain = max((_pipeline(batch, False, root) for _ in range(3)), key=lambda r: r[0])
+            signed = max((_pipeline(batch, True, root) for _ in range(3)), key=lambda r: r[0])
             cost = 1 - signed[0] / plain[0]
             rows.append((batch, plain, signed, cost))
     print(

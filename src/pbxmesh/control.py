@@ -57,6 +57,7 @@ def member_json(m: MemberInfo, node: Node) -> dict[str, Any]:
         "member": m.member,
         "self": m.is_self,
         "member_id": m.member_id,
+        "host": m.host,
         "joined_at": m.joined_at,
     }
 

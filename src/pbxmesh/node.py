@@ -165,10 +165,11 @@ class MemberInfo:
     """A member as ``pbxmesh members`` shows it."""
 
     member_id: str
-    name: str
+    name: str  # the pbxmesh node name (from its frames); the engine's name until then
     nodeid: int | None
     address: str | None
     eids: list[EID] = field(default_factory=list)
+    host: str = ""  # the engine's name for the member's host (corosync nodelist name)
     joined_at: float = 0.0
     is_self: bool = False
     member: bool = True
@@ -568,7 +569,7 @@ class Node:
         info = self._members.get(sender)
         if info is not None and f.origin not in info.eids:
             info.eids.append(f.origin)
-            if f.name and not info.name:
+            if f.name:
                 info.name = f.name
             if previous is None:
                 self._notify_members()
@@ -669,7 +670,7 @@ class Node:
         own = self._members.get(self.transport.self_id)
         if own is not None and self.eid not in own.eids:
             own.eids.append(self.eid)
-            own.name = own.name or self.config.name
+            own.name = self.config.name
         # Drop the origins whose current member is gone (left, failed, or across a partition).
         for origin, member_id in list(self._eid_member.items()):
             if member_id not in current:
@@ -740,6 +741,7 @@ def _member_info(m: Member, now: float, is_self: bool) -> MemberInfo:
         name=m.name,
         nodeid=m.nodeid,
         address=m.address,
+        host=m.name,
         joined_at=now,
         is_self=is_self,
     )

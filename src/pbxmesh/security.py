@@ -33,8 +33,9 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,11 +130,25 @@ class Peer:
     eid: EID
     devices: tuple[str, ...]
     mailboxes: tuple[str, ...]
+    _device_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _mailbox_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One compiled alternation per grant: checking an item is one regex match.
+        object.__setattr__(self, "_device_re", _compile(self.devices))
+        object.__setattr__(self, "_mailbox_re", _compile(self.mailboxes))
 
     def may_assert(self, item: DeviceItem | MwiItem) -> bool:
-        if isinstance(item, DeviceItem):
-            return any(fnmatch.fnmatchcase(item.device, p) for p in self.devices)
-        return any(fnmatch.fnmatchcase(item.mailbox, p) for p in self.mailboxes)
+        if type(item) is DeviceItem:
+            return self._device_re.match(item.device) is not None
+        assert isinstance(item, MwiItem)
+        return self._mailbox_re.match(item.mailbox) is not None
+
+
+def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    if not patterns:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
 class SignatureGuard:
@@ -202,7 +217,8 @@ class SignatureGuard:
         self._last_seq[peer.name] = frame.seq
         self._dirty = True
         self._maybe_flush()
-        return tuple(i for i in frame.items if peer.may_assert(i))
+        allowed = peer.may_assert
+        return tuple(i for i in frame.items if allowed(i))
 
     # -- replay state --------------------------------------------------------------------------
     def _maybe_flush(self) -> None:

@@ -1,0 +1,466 @@
+"""The link between one Asterisk (over AMI) and the cluster.
+
+Theory of operation
+-------------------
+**Local → cluster.** Asterisk raises ``DeviceStateChange`` for every change of a device's value
+and ``MessageWaiting`` for every mailbox update. The bridge turns them into
+:meth:`ClusterPort.publish_device` and :meth:`ClusterPort.publish_mwi` (this server as origin),
+for names selected by the include/exclude patterns (:func:`fnmatch.fnmatchcase`, so
+case-sensitive like Asterisk's device names). After every (re)connect it reads the full local
+picture again: ``DeviceStateList`` (every cached device) and, when ``res_mwi_external_ami`` is
+loaded, ``MWIGet`` with ``/.*/``. Without that module Asterisk offers no way to list mailbox
+counts: only ``MessageWaiting`` events seen while connected are shared, and remote counts cannot
+be written either (both are logged once).
+
+**Cluster → local.** The node calls :meth:`AmiBridge.on_remote_device` with the aggregate of the
+*other* servers' slots. The bridge never touches the local device: it writes the value to a
+separate *counterpart* ``Custom:`` device (``Custom:remote-{device}`` by default, see
+:func:`counterpart_name`) with ``Setvar DEVICE_STATE(...)``. A hint that lists both,
+``exten => 100,hint,PJSIP/100&Custom:remote-PJSIP-100``, then shows the cluster-wide state
+because INVALID is the identity of aggregation: a remote INVALID (no remote slot left) is
+written too and leaves the local value alone. UNKNOWN cannot be written through func_devstate;
+it is written as INVALID (they differ only when every other input is INVALID as well: hint
+``Unavailable`` instead of ``Idle``). Remote MWI goes through ``MWIUpdate``.
+
+Writes go through a queue that keeps only the newest value per name (a burst of changes to one
+device costs one ``Setvar``) and a single writer task, paused while a resync runs so that an old
+snapshot is never written after a newer change.
+
+**No echo.** ``DeviceStateChange`` for a name matching the counterpart template is never
+published (whoever wrote it). For MWI the bridge remembers each count it applied with
+``MWIUpdate`` and swallows the ``MessageWaiting`` that echoes it; a different count for that
+mailbox is a local change and is published.
+
+**Resync after every reconnect** (the client's ``on_connected`` hook): rewrite every counterpart
+from :meth:`ClusterPort.remote_devices`; read ``DeviceStateList``, publish local devices and
+set to INVALID every counterpart Asterisk still holds (from its AstDB, e.g. after a restart)
+that the cluster no longer has; rewrite remote MWI, then read ``MWIGet`` and publish the
+mailboxes that are not our own copies. A change event seen while a list is being read wins
+over that list's item (it is newer).
+
+Mailbox ids without ``@context`` are published as ``box@default`` (Corosync does the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import logging
+import re
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from ..errors import AmiActionError, AmiError, ConfigError, StateError
+from ..states import DeviceState, parse_state
+from .client import AmiClient, AmiConfig
+from .codec import Event
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "AmiBridge",
+    "BridgeConfig",
+    "ClusterPort",
+    "counterpart_name",
+    "hint_lines",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE: Final = "Custom:remote-{device}"
+#: Longest device name Asterisk publishes (ast_devstate_changed's 80-byte buffer).
+MAX_DEVICE_NAME: Final = 79
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.@+#*~=-]")
+_UNKNOWN_COMMAND: Final = "invalid/unknown command"
+
+
+class ClusterPort(Protocol):
+    """What the bridge needs from the node. Every method is called on the event loop and
+    must return at once (no I/O, no blocking): queue and return."""
+
+    def publish_device(self, device: str, state: DeviceState) -> None:
+        """Assert ``state`` as this server's own slot for ``device``."""
+
+    def publish_mwi(self, mailbox_at_context: str, new: int, old: int) -> None:
+        """Publish this server's counts for ``mailbox@context``."""
+
+    def remote_state(self, device: str) -> DeviceState:
+        """Aggregate of the other servers' slots for ``device``; INVALID when none."""
+
+    def remote_devices(self) -> dict[str, DeviceState]:
+        """Every device with at least one other server's slot → that aggregate."""
+
+    def remote_mwi(self) -> dict[str, tuple[int, int]]:
+        """``mailbox@context`` → (new, old) for mailboxes last written by another server."""
+
+
+def counterpart_name(device: str, template: str = DEFAULT_TEMPLATE) -> str:
+    """The local ``Custom:`` device that mirrors the cluster value of ``device``.
+
+    Characters other than letters, digits and ``_ . @ + # * ~ = -`` become ``-`` (``/`` would
+    make Asterisk read ``Custom:remote-PJSIP/100`` as a channel technology, ``:`` ``&`` ``,``
+    ``(`` ``)`` would break hints or the ``DEVICE_STATE()`` argument). So
+    ``PJSIP/100`` → ``Custom:remote-PJSIP-100``, ``Custom:mystate`` →
+    ``Custom:remote-Custom-mystate``. Distinct devices can collide (``PJSIP/100`` and
+    ``PJSIP-100``); the bridge logs it. Names are cut to Asterisk's 79 characters by keeping a
+    prefix and appending ``~`` plus 8 hex digits of the device's SHA-1, so they stay unique.
+    """
+    safe = _UNSAFE.sub("-", device)
+    name = template.replace("{device}", safe)
+    if len(name) <= MAX_DEVICE_NAME:
+        return name
+    digest = hashlib.sha1(device.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    room = MAX_DEVICE_NAME - (len(template) - len("{device}")) - 9
+    return template.replace("{device}", f"{safe[:room]}~{digest}")
+
+
+def hint_lines(
+    devices: Mapping[str, str], context: str = "default", template: str = DEFAULT_TEMPLATE
+) -> list[str]:
+    """extensions.conf lines giving each extension a hint on its device *and* counterpart.
+
+    ``hint_lines({"1234": "Custom:mystate"}, "devstate_test")`` →
+    ``["[devstate_test]", "exten => 1234,hint,Custom:mystate&Custom:remote-Custom-mystate"]``.
+    """
+    lines = [f"[{context}]"]
+    for exten, device in devices.items():
+        lines.append(f"exten => {exten},hint,{device}&{counterpart_name(device, template)}")
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    """What one bridge shares, and how remote states are named locally."""
+
+    # fnmatch patterns (case-sensitive) of device names shared in both directions.
+    include: tuple[str, ...] = ("*",)
+    # Patterns removed from what include selected.
+    exclude: tuple[str, ...] = ()
+    # Counterpart device name; must start with "Custom:" and hold "{device}" once.
+    template: str = DEFAULT_TEMPLATE
+    # Share MWI at all (needs res_mwi_external_ami on Asterisk to write remote counts).
+    share_mwi: bool = True
+    # fnmatch patterns of mailbox@context ids shared in both directions, and exclusions.
+    mwi_include: tuple[str, ...] = ("*",)
+    mwi_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.template.startswith("Custom:") or self.template.count("{device}") != 1:
+            raise ConfigError(
+                f"counterpart template {self.template!r} must start with 'Custom:' and "
+                "contain '{device}' exactly once, e.g. 'Custom:remote-{device}'"
+            )
+        fixed = len(self.template) - len("{device}")
+        if fixed > MAX_DEVICE_NAME - 16:
+            raise ConfigError(f"counterpart template {self.template!r} is too long")
+        prefix, _, suffix = self.template.partition("{device}")
+        if _UNSAFE.search(prefix[len("Custom:") :] + suffix):
+            raise ConfigError(f"counterpart template {self.template!r} has unsafe characters")
+
+
+def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+        fnmatch.fnmatchcase(name, p) for p in exclude
+    )
+
+
+def _count(text: str | None) -> int:
+    try:
+        return int(text or "0")
+    except ValueError:
+        return -1
+
+
+def _normalise_mailbox(mailbox: str) -> str:
+    return mailbox if "@" in mailbox else f"{mailbox}@default"
+
+
+class AmiBridge:
+    """Bridges one Asterisk and the cluster; see the module docstring."""
+
+    def __init__(
+        self,
+        cluster: ClusterPort,
+        ami: AmiConfig,
+        config: BridgeConfig | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.config = config or BridgeConfig()
+        prefix, _, suffix = self.config.template.partition("{device}")
+        self._cp_prefix, self._cp_suffix = prefix, suffix
+        self.client = AmiClient(ami, on_connected=self._resync, on_event=self._on_event)
+        self._dirty_devices: dict[str, DeviceState] = {}
+        self._dirty_mwi: dict[str, tuple[int, int]] = {}
+        self._written: dict[str, DeviceState] = {}
+        self._owners: dict[str, str] = {}
+        self._mwi_echo: dict[str, deque[tuple[int, int]]] = {}
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._writing = False
+        self._sync_done = asyncio.Event()
+        self._syncing = False
+        self._changed_during_sync: set[str] = set()
+        self._mwiupdate_ok = True
+        self._mwiget_ok = True
+        self._writer: asyncio.Task[None] | None = None
+        #: Counters: syncs completed, local publishes, echoes swallowed.
+        self.resyncs = 0
+        self.published = 0
+        self.echoes = 0
+
+    async def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="ami bridge writer")
+        await self.client.start()
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+
+    async def wait_synced(self) -> None:
+        """Wait until a resync has completed since the last call (wrap in asyncio.timeout)."""
+        await self._sync_done.wait()
+        self._sync_done.clear()
+
+    def _busy(self) -> bool:
+        return bool(self._dirty_devices or self._dirty_mwi or self._syncing or self._writing)
+
+    async def wait_idle(self) -> None:
+        """Wait until no resync runs and every queued remote write was sent (needs a link)."""
+        while self._busy():
+            self._settled.clear()
+            await self._settled.wait()
+
+    # -- naming and selection ------------------------------------------------------------------
+
+    def is_counterpart(self, device: str) -> bool:
+        """True for a name in the counterpart namespace (never published as local)."""
+        return (
+            len(device) > len(self._cp_prefix) + len(self._cp_suffix)
+            and device.startswith(self._cp_prefix)
+            and device.endswith(self._cp_suffix)
+        )
+
+    def counterpart(self, device: str) -> str:
+        name = counterpart_name(device, self.config.template)
+        owner = self._owners.setdefault(name, device)
+        if owner != device:
+            log.warning(
+                "counterpart collision name=%s devices=%s,%s; rename one device",
+                name,
+                owner,
+                device,
+            )
+        return name
+
+    def shares_device(self, device: str) -> bool:
+        return not self.is_counterpart(device) and _selected(
+            device, self.config.include, self.config.exclude
+        )
+
+    def shares_mailbox(self, mailbox: str) -> bool:
+        return self.config.share_mwi and _selected(
+            mailbox, self.config.mwi_include, self.config.mwi_exclude
+        )
+
+    # -- cluster → local -----------------------------------------------------------------------
+
+    def on_remote_device(self, device: str, remote_state: DeviceState) -> None:
+        """The other servers' aggregate for ``device`` changed (INVALID: none left)."""
+        if self.shares_device(device):
+            self._dirty_devices[self.counterpart(device)] = remote_state
+            self._wake.set()
+
+    def on_remote_mwi(self, mailbox: str, new: int, old: int) -> None:
+        """Another server wrote ``mailbox@context`` last."""
+        if self.shares_mailbox(mailbox):
+            self._dirty_mwi[mailbox] = (new, old)
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._syncing or not self.client.connected:
+                self._settled.set()
+                continue  # the resync at (re)connect writes everything
+            self._writing = True
+            try:
+                while self._dirty_devices and not self._syncing:
+                    name = next(iter(self._dirty_devices))
+                    await self._write_device(name, self._dirty_devices.pop(name))
+                while self._dirty_mwi and not self._syncing:
+                    box = next(iter(self._dirty_mwi))
+                    await self._write_mwi(box, *self._dirty_mwi.pop(box))
+            except AmiError as exc:
+                log.debug("remote write interrupted error=%s", exc)
+            finally:
+                self._writing = False
+                self._settled.set()
+
+    async def _write_device(self, name: str, state: DeviceState) -> None:
+        if state is DeviceState.UNKNOWN:
+            state = DeviceState.INVALID  # func_devstate refuses UNKNOWN
+        if self._written.get(name) is state:
+            return
+        try:
+            await self.client.action("Setvar", Variable=f"DEVICE_STATE({name})", Value=state.name)
+        except AmiActionError as exc:
+            log.warning(
+                "cannot write counterpart device=%s state=%s error=%s",
+                name,
+                state.name,
+                exc.message,
+            )
+            return
+        self._written[name] = state
+
+    async def _write_mwi(self, mailbox: str, new: int, old: int) -> None:
+        if not self._mwiupdate_ok:
+            return
+        echo = self._mwi_echo.setdefault(mailbox, deque(maxlen=64))
+        echo.append((new, old))
+        try:
+            await self.client.action("MWIUpdate", Mailbox=mailbox, NewMessages=new, OldMessages=old)
+        except AmiActionError as exc:
+            with contextlib.suppress(ValueError):
+                echo.remove((new, old))
+            if _UNKNOWN_COMMAND in exc.message.lower():
+                self._mwiupdate_ok = False
+                log.error(
+                    "Asterisk has no MWIUpdate (load res_mwi_external_ami); remote "
+                    "mailbox counts will not be shown on this server"
+                )
+            else:
+                log.warning("cannot write remote MWI mailbox=%s error=%s", mailbox, exc.message)
+
+    # -- local → cluster -----------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if event.name == "DeviceStateChange":
+            self._local_device(event.get("Device") or "", event.get("State") or "")
+        elif event.name == "MessageWaiting":
+            self._local_mwi(event.get("Mailbox") or "", event.get("New"), event.get("Old"))
+
+    def _local_device(self, device: str, state_text: str, *, from_list: bool = False) -> None:
+        if not device:
+            return
+        if self.is_counterpart(device):
+            self.echoes += 1
+            return
+        if not self.shares_device(device):
+            return
+        try:
+            state = parse_state(state_text)
+        except StateError as exc:
+            log.warning("bad DeviceStateChange dropped device=%s error=%s", device, exc)
+            return
+        if self._syncing:
+            if from_list and device in self._changed_during_sync:
+                return  # an event newer than this list item was already published
+            if not from_list:
+                self._changed_during_sync.add(device)
+        self.published += 1
+        self.cluster.publish_device(device, state)
+
+    def _local_mwi(
+        self,
+        mailbox: str,
+        new_text: str | None,
+        old_text: str | None,
+        *,
+        from_list: bool = False,
+    ) -> None:
+        try:
+            counts = (int(new_text or "0"), int(old_text or "0"))
+        except ValueError:
+            log.warning("bad MessageWaiting dropped mailbox=%s", mailbox)
+            return
+        echo = self._mwi_echo.get(mailbox)
+        if not from_list and echo and counts in echo:
+            while echo.popleft() != counts:
+                pass
+            self.echoes += 1
+            return
+        box = _normalise_mailbox(mailbox)
+        if not mailbox or not self.shares_mailbox(box):
+            return
+        if self._syncing:
+            key = "mwi:" + box
+            if from_list and key in self._changed_during_sync:
+                return
+            if not from_list:
+                self._changed_during_sync.add(key)
+        self.published += 1
+        self.cluster.publish_mwi(box, *counts)
+
+    # -- resync --------------------------------------------------------------------------------
+
+    async def _resync(self, client: AmiClient) -> None:
+        self._syncing = True
+        self._changed_during_sync = set()
+        self._written.clear()
+        self._mwi_echo.clear()
+        try:
+            expected: dict[str, DeviceState] = {}
+            for device, state in self.cluster.remote_devices().items():
+                if self.shares_device(device):
+                    expected[self.counterpart(device)] = state
+            for name, state in expected.items():
+                await self._write_device(name, state)
+            listing = await client.list_action("DeviceStateList")
+            stale = 0
+            for item in listing.items:
+                device = item.get("Device") or ""
+                if self.is_counterpart(device):
+                    if device not in expected and item.get("State") != "INVALID":
+                        stale += 1
+                        await self._write_device(device, DeviceState.INVALID)
+                    continue
+                self._local_device(device, item.get("State") or "", from_list=True)
+            mailboxes = await self._resync_mwi(client) if self.config.share_mwi else 0
+        finally:
+            self._syncing = False
+            self._wake.set()
+        self.resyncs += 1
+        self._sync_done.set()
+        log.info(
+            "AMI resync done peer=%s remote_devices=%d local_devices=%d stale=%d mailboxes=%d",
+            client.peer,
+            len(expected),
+            len(listing.items),
+            stale,
+            mailboxes,
+        )
+
+    async def _resync_mwi(self, client: AmiClient) -> int:
+        remote = {m: c for m, c in self.cluster.remote_mwi().items() if self.shares_mailbox(m)}
+        for box, (new, old) in remote.items():
+            await self._write_mwi(box, new, old)
+        if not self._mwiget_ok:
+            return 0
+        try:
+            listing = await client.list_action("MWIGet", Mailbox="/.*/")
+        except AmiActionError as exc:
+            if _UNKNOWN_COMMAND not in exc.message.lower():
+                raise
+            self._mwiget_ok = False
+            log.error(
+                "Asterisk has no MWIGet (load res_mwi_external_ami); mailbox counts are "
+                "shared only from MessageWaiting events seen while connected"
+            )
+            return 0
+        for item in listing.items:
+            box = item.get("Mailbox") or ""
+            counts = (item.get("NewMessages"), item.get("OldMessages"))
+            if remote.get(box) == (_count(counts[0]), _count(counts[1])):
+                continue  # our own copy of a remote mailbox
+            self._local_mwi(box, counts[0], counts[1], from_list=True)
+        return len(listing.items)

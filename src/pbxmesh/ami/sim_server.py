@@ -1,0 +1,478 @@
+"""The AMI server of the PBX simulator: sessions, authentication and actions.
+
+Theory of operation
+-------------------
+Each TCP connection is a session using the shared sans-IO codec in the server role. It gets
+the banner ``Asterisk Call Manager/13.0.0``; until it logs in only ``Login``, ``Logoff`` and
+``Challenge`` are allowed (anything else: ``Permission denied``), and a session that does not
+log in within ``auth_timeout`` is closed. A failed login is answered after ``login_fail_delay``
+(1 s in Asterisk) and the connection is closed.
+
+Actions mutate the :class:`~pbxmesh.ami.sim_pbx.SimPbx`; the events that raises are queued on
+every logged-in session whose ``Events`` setting accepts them and flushed after the action's
+response, so a client always sees a ``Setvar`` answer before the ``DeviceStateChange`` it
+caused. Answers are laid out as Asterisk writes them: ``Response``, then ``ActionID`` if the
+request had one, then ``EventList``/``Message``, then the action's fields. List items carry the
+request's ``ActionID`` and no ``Privilege``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import RemoteProtocolError
+from ..states import extension_state_text
+from .codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event, Response, Role
+from .sim_dialplan import output_lines
+from .sim_pbx import SimPbx
+
+__all__ = ["AMI_VERSION", "SimServer"]
+
+log = logging.getLogger(__name__)
+
+AMI_VERSION = "13.0.0"
+_UNAUTH_ALLOWED = frozenset({"login", "logoff", "challenge"})
+
+
+@dataclass(slots=True, eq=False)
+class _Session:
+    writer: asyncio.StreamWriter
+    codec: AmiCodec
+    peer: str
+    authed: bool = False
+    events: bool = True
+    challenge: str | None = None
+    pending: list[Event] = field(default_factory=list)
+    closing: bool = False
+
+    def write(self, message: Response | Event | Banner) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(self.codec.send(message))
+
+
+def _answer(action: Action, status: str, *fields: tuple[str, object]) -> Response:
+    headers: list[tuple[str, object]] = [("Response", status)]
+    if action.action_id is not None:
+        headers.append(("ActionID", action.action_id))
+    headers.extend(fields)
+    return Response(tuple((k, str(v)) for k, v in headers))
+
+
+def _error(action: Action, message: str) -> Response:
+    return _answer(action, "Error", ("Message", message))
+
+
+def _func_arg(variable: str, name: str) -> str | None:
+    """The argument of ``NAME(arg)`` (name any case), or None."""
+    if variable.endswith(")") and variable[: len(name) + 1].upper() == name + "(":
+        return variable[len(name) + 1 : -1]
+    return None
+
+
+class SimServer:
+    """Serves one :class:`SimPbx` over AMI."""
+
+    def __init__(
+        self,
+        pbx: SimPbx,
+        username: str,
+        secret: str,
+        *,
+        login_fail_delay: float = 1.0,
+        auth_timeout: float = 30.0,
+    ) -> None:
+        self.pbx = pbx
+        self.username = username
+        self.secret = secret
+        self.login_fail_delay = login_fail_delay
+        self.auth_timeout = auth_timeout
+        self._sessions: set[_Session] = set()
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._started = time.time()
+        self._closing = False
+        self.host = ""
+        self.port = 0
+        pbx.listeners.append(self._on_event)
+        self._actions: dict[str, Callable[[_Session, Action], Response | None]] = {
+            "ping": self._ping,
+            "getvar": self._getvar,
+            "setvar": self._setvar,
+            "devicestatelist": self._device_state_list,
+            "extensionstatelist": self._extension_state_list,
+            "extensionstate": self._extension_state,
+            "mwiupdate": self._mwi_update,
+            "mwiget": self._mwi_get,
+            "mwidelete": self._mwi_delete,
+            "mailboxcount": self._mailbox_count,
+            "mailboxstatus": self._mailbox_status,
+            "command": self._command,
+        }
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen; ``port`` 0 picks a free one (read it back from :attr:`port`)."""
+        self._server = await asyncio.start_server(self._serve, host, port)
+        sock = self._server.sockets[0].getsockname()
+        self.host, self.port = sock[0], sock[1]
+        log.info("simulator listening on %s:%d", self.host, self.port)
+
+    async def close(self) -> None:
+        """Stop listening and drop every session (as an Asterisk that stops)."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        # connections accepted just before close() have handler tasks that have not run yet;
+        # let them start (they close at once, see _serve) so no socket is left behind
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for session in list(self._sessions):
+            session.writer.close()
+        for task in list(self._handlers):
+            task.cancel()
+        for task in list(self._handlers):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(ValueError):
+            self.pbx.listeners.remove(self._on_event)
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        for session in self._sessions:
+            if session.authed and session.events:
+                session.pending.append(event)
+
+    def _flush(self) -> None:
+        for session in self._sessions:
+            for event in session.pending:
+                session.write(event)
+            session.pending.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        session = _Session(writer, AmiCodec(Role.SERVER), peer)
+        self._sessions.add(session)
+        log.info("simulator AMI connection from %s", peer)
+        try:
+            session.write(Banner(f"Asterisk Call Manager/{AMI_VERSION}"))
+            await self._session_loop(session, reader)
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+        finally:
+            self._sessions.discard(session)
+            self._handlers.discard(task)
+            writer.close()
+
+    async def _session_loop(self, session: _Session, reader: asyncio.StreamReader) -> None:
+        deadline = asyncio.get_running_loop().time() + self.auth_timeout
+        while not session.closing:
+            if session.authed:
+                data = await reader.read(65536)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(65536)
+            session.codec.receive_data(data)
+            while not session.closing:
+                try:
+                    message = session.codec.next_event()
+                except RemoteProtocolError as exc:
+                    if "exceeds" in str(exc) or "longer than" in str(exc):
+                        session.write(
+                            Response.of("Error", Message="Failed to parse message: line too long")
+                        )
+                    continue
+                if message is NEED_DATA:
+                    break
+                if message is CLOSED:
+                    return
+                assert isinstance(message, Action)
+                await self._handle(session, message)
+                self._flush()
+            await session.writer.drain()
+
+    async def _handle(self, session: _Session, action: Action) -> None:
+        name = action.name.lower()
+        if not name:
+            session.write(_error(action, "Missing action in request"))
+            return
+        if not session.authed and name not in _UNAUTH_ALLOWED:
+            session.write(_error(action, "Permission denied"))
+            return
+        if name == "login":
+            await self._login(session, action)
+            return
+        if name == "logoff":
+            session.write(_answer(action, "Goodbye", ("Message", "Thanks for all the fish.")))
+            session.closing = True
+            return
+        if name == "challenge":
+            session.write(self._challenge(session, action))
+            return
+        handler = self._actions.get(name)
+        if handler is None:
+            session.write(
+                _error(
+                    action,
+                    f"Invalid/unknown command: {action.name}. "
+                    "Use Action: ListCommands to show available commands.",
+                )
+            )
+            return
+        answer = handler(session, action)
+        if answer is not None:
+            session.write(answer)
+
+    # -- authentication ------------------------------------------------------------------------
+
+    def _challenge(self, session: _Session, action: Action) -> Response:
+        if (action.get("AuthType") or "").lower() != "md5":
+            return _error(action, "Must specify AuthType")
+        if session.challenge is None:
+            session.challenge = str(random.randrange(10**8, 10**9))
+        return _answer(action, "Success", ("Challenge", session.challenge))
+
+    async def _login(self, session: _Session, action: Action) -> None:
+        if session.authed:
+            session.write(_answer(action, "Success", ("Message", "Already authenticated")))
+            return
+        user = action.get("Username") or ""
+        if (action.get("AuthType") or "").lower() == "md5":
+            expected = hashlib.md5(
+                ((session.challenge or "") + self.secret).encode(), usedforsecurity=False
+            ).hexdigest()
+            good = session.challenge is not None and (action.get("Key") or "") == expected
+        else:
+            good = (action.get("Secret") or "") == self.secret
+        if not good or user != self.username:
+            log.info("simulator AMI login failed peer=%s user=%s", session.peer, user)
+            await asyncio.sleep(self.login_fail_delay)
+            session.write(_error(action, "Authentication failed"))
+            session.closing = True
+            return
+        session.authed = True
+        events = (action.get("Events") or "on").strip().lower()
+        session.events = events not in {"off", "no", "0", "false"}
+        session.write(_answer(action, "Success", ("Message", "Authentication accepted")))
+        if session.events:
+            uptime = int(time.time() - self._started)
+            session.write(
+                Event.of(
+                    "FullyBooted",
+                    Privilege="system,all",
+                    Uptime=uptime,
+                    LastReload=uptime,
+                    Status="Fully Booted",
+                )
+            )
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def _ping(self, session: _Session, action: Action) -> Response:
+        now = time.time()
+        stamp = f"{int(now)}.{int((now % 1) * 1e6):06d}"
+        return _answer(action, "Success", ("Ping", "Pong"), ("Timestamp", stamp))
+
+    def _getvar(self, session: _Session, action: Action) -> Response:
+        variable = action.get("Variable") or ""
+        if not variable:
+            return _error(action, "No variable specified")
+        if action.get("Channel"):
+            return _error(action, "No such channel")
+        value = ""
+        if (device := _func_arg(variable, "DEVICE_STATE")) is not None:
+            value = self.pbx.device_state(device).name
+        elif (hint := _func_arg(variable, "HINT")) is not None:
+            exten, _, context = hint.split(",", 1)[0].partition("@")
+            found, _ = self.pbx.extension_state(exten, context or "default")
+            value = found.app.split(",", 1)[0] if found else ""
+        elif not variable.endswith(")"):
+            value = self.pbx.globals.get(variable, "")
+        return _answer(action, "Success", ("Variable", variable), ("Value", value))
+
+    def _setvar(self, session: _Session, action: Action) -> Response:
+        variable = action.get("Variable") or ""
+        if not variable:
+            return _error(action, "No variable specified")
+        if action.get("Channel"):
+            return _error(action, "No such channel")
+        value = action.get("Value") or ""
+        if (device := _func_arg(variable, "DEVICE_STATE")) is not None:
+            if not self.pbx.set_custom(device, value):
+                return _error(action, "Variable not set")
+        elif variable.endswith(")"):
+            return _error(action, "Variable not set")
+        else:
+            self.pbx.globals[variable] = value
+        return _answer(action, "Success", ("Message", "Variable Set"))
+
+    def _list(
+        self,
+        session: _Session,
+        action: Action,
+        message: str,
+        complete: str,
+        items: list[Event],
+    ) -> None:
+        session.write(_answer(action, "Success", ("EventList", "start"), ("Message", message)))
+        for item in items:
+            session.write(item)
+        tail: list[tuple[str, object]] = [("Event", complete)]
+        if action.action_id is not None:
+            tail.append(("ActionID", action.action_id))
+        tail += [("EventList", "Complete"), ("ListItems", len(items))]
+        session.write(Event(tuple((k, str(v)) for k, v in tail)))
+
+    def _item(self, action: Action, name: str, *fields: tuple[str, object]) -> Event:
+        headers: list[tuple[str, object]] = [("Event", name)]
+        if action.action_id is not None:
+            headers.append(("ActionID", action.action_id))
+        headers.extend(fields)
+        return Event(tuple((k, str(v)) for k, v in headers))
+
+    def _device_state_list(self, session: _Session, action: Action) -> None:
+        items = [
+            self._item(action, "DeviceStateChange", ("Device", device), ("State", state.name))
+            for device, state in self.pbx.cache.items()
+        ]
+        self._list(
+            session, action, "Device State Changes will follow", "DeviceStateListComplete", items
+        )
+
+    def _status_fields(
+        self, hint_app: str, exten: str, context: str, value: int
+    ) -> tuple[tuple[str, object], ...]:
+        return (
+            ("Exten", exten),
+            ("Context", context),
+            ("Hint", hint_app),
+            ("Status", value),
+            ("StatusText", extension_state_text(value)),
+        )
+
+    def _extension_state_list(self, session: _Session, action: Action) -> Response | None:
+        if not self.pbx.hints:
+            return _error(action, "No dialplan hints are available")
+        items = []
+        for hint in self.pbx.hints:
+            _, value = self.pbx.extension_state(hint.exten, hint.context)
+            fields = self._status_fields(hint.app, hint.exten, hint.context, value)
+            items.append(self._item(action, "ExtensionStatus", *fields))
+        self._list(
+            session, action, "Extension Statuses will follow", "ExtensionStateListComplete", items
+        )
+        return None
+
+    def _extension_state(self, session: _Session, action: Action) -> Response:
+        exten = action.get("Exten") or ""
+        if not exten:
+            return _error(action, "Extension not specified")
+        context = action.get("Context") or "default"
+        hint, value = self.pbx.extension_state(exten, context)
+        fields = self._status_fields(hint.app if hint else "", exten, context, value)
+        return _answer(action, "Success", ("Message", "Extension Status"), *fields)
+
+    def _mwi_update(self, session: _Session, action: Action) -> Response:
+        mailbox = action.get("Mailbox") or ""
+        if not mailbox:
+            return _error(action, "Missing mailbox parameter in request")
+        old_text, new_text = action.get("OldMessages"), action.get("NewMessages")
+        old = SimPbx.parse_count(old_text)
+        if old is None:
+            return _error(action, f"Invalid OldMessages: {old_text}")
+        new = SimPbx.parse_count(new_text)
+        if new is None:
+            return _error(action, f"Invalid NewMessages: {new_text}")
+        self.pbx.mwi_update(mailbox, new, old)
+        return _answer(action, "Success")
+
+    def _mwi_get(self, session: _Session, action: Action) -> Response | None:
+        mailbox = action.get("Mailbox") or ""
+        if not mailbox:
+            return _error(action, "Missing mailbox parameter in request")
+        try:
+            boxes = self.pbx.mwi_match(mailbox)
+        except ValueError:
+            return _error(action, f"Mailbox regex format invalid in: {mailbox}")
+        items = []
+        for box in boxes:
+            new, old = self.pbx.mwi_db[box]
+            fields: list[tuple[str, object]] = [
+                ("Event", "MWIGet"),
+                ("Mailbox", box),
+                ("OldMessages", old),
+                ("NewMessages", new),
+            ]
+            if action.action_id is not None:
+                fields.append(("ActionID", action.action_id))
+            items.append(Event(tuple((k, str(v)) for k, v in fields)))
+        self._list(session, action, "Mailboxes will follow", "MWIGetComplete", items)
+        return None
+
+    def _mwi_delete(self, session: _Session, action: Action) -> Response:
+        mailbox = action.get("Mailbox") or ""
+        if not mailbox:
+            return _error(action, "Missing mailbox parameter in request")
+        try:
+            self.pbx.mwi_delete(mailbox)
+        except ValueError:
+            return _error(action, f"Mailbox regex format invalid in: {mailbox}")
+        return _answer(action, "Success")
+
+    def _mailbox_count(self, session: _Session, action: Action) -> Response:
+        mailbox = action.get("Mailbox") or ""
+        if not mailbox:
+            return _error(action, "Mailbox not specified")
+        new, old = self.pbx.inbox_count(mailbox)
+        return _answer(
+            action,
+            "Success",
+            ("Message", "Mailbox Message Count"),
+            ("Mailbox", mailbox),
+            ("UrgMessages", 0),
+            ("NewMessages", new),
+            ("OldMessages", old),
+        )
+
+    def _mailbox_status(self, session: _Session, action: Action) -> Response:
+        mailbox = action.get("Mailbox") or ""
+        if not mailbox:
+            return _error(action, "Mailbox not specified")
+        waiting = int(self.pbx.has_voicemail(mailbox))
+        return _answer(
+            action,
+            "Success",
+            ("Message", "Mailbox Status"),
+            ("Mailbox", mailbox),
+            ("Waiting", waiting),
+        )
+
+    def _command(self, session: _Session, action: Action) -> Response:
+        command = action.get("Command") or ""
+        if not command:
+            return _error(action, "No command provided")
+        ok, text = self.pbx.command(command)
+        outputs = [("Output", line) for line in output_lines(text)]
+        return _answer(
+            action, "Success" if ok else "Error", ("Message", "Command output follows"), *outputs
+        )

@@ -1,0 +1,183 @@
+"""The bridge between the simulator (real TCP) and a fake cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ami_helpers import SECRET, USER, FakeCluster, RawAmi, start_sim, wait_until
+from pbxmesh.ami.bridge import AmiBridge, BridgeConfig, counterpart_name, hint_lines
+from pbxmesh.ami.client import AmiConfig
+from pbxmesh.ami.codec import Action
+from pbxmesh.ami.sim_server import SimServer
+from pbxmesh.errors import ConfigError
+from pbxmesh.states import DeviceState
+
+MESH_DIALPLAN = "\n".join(
+    hint_lines({"1234": "Custom:mystate", "100": "PJSIP/100"}, "devstate_test")
+)
+
+
+async def hints_text(port: int) -> list[str]:
+    ami = await RawAmi.connect(port)
+    try:
+        return (await ami.request(Action.of("Command", Command="core show hints"))).output
+    finally:
+        await ami.close()
+
+
+async def hint_state(port: int, exten: str) -> str:
+    for line in await hints_text(port):
+        if line.startswith(f"{exten}@"):
+            return line.split("State:")[1].split()[0]
+    raise AssertionError(f"no hint {exten}")
+
+
+async def setvar(port: int, device: str, value: str) -> None:
+    ami = await RawAmi.connect(port)
+    try:
+        answer = await ami.request(
+            Action.of("Setvar", Variable=f"DEVICE_STATE({device})", Value=value)
+        )
+        assert answer.ok
+    finally:
+        await ami.close()
+
+
+class Harness:
+    sim: SimServer  # set by start()
+    bridge: AmiBridge
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.cluster = FakeCluster()
+
+    async def start(self, config: BridgeConfig | None = None) -> None:
+        self.sim = await start_sim(MESH_DIALPLAN, self.tmp_path)
+        ami = AmiConfig.local("127.0.0.1", self.sim.port, USER, SECRET)
+        self.bridge = AmiBridge(self.cluster, ami, config)
+        await self.bridge.start()
+        async with asyncio.timeout(5):
+            await self.bridge.wait_synced()
+
+    async def restart_sim(self) -> None:
+        port = self.sim.port
+        await self.sim.close()
+        await wait_until(lambda: not self.bridge.client.connected)
+        self.sim = await start_sim(MESH_DIALPLAN, self.tmp_path, port=port)
+
+    async def stop(self) -> None:
+        if hasattr(self, "bridge"):
+            await self.bridge.close()
+        if hasattr(self, "sim"):
+            await self.sim.close()
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path):
+    harness = Harness(tmp_path)
+    try:
+        yield harness
+    finally:
+        await harness.stop()
+
+
+def test_counterpart_names_and_hint_lines() -> None:
+    assert counterpart_name("PJSIP/100") == "Custom:remote-PJSIP-100"
+    assert counterpart_name("Custom:mystate") == "Custom:remote-Custom-mystate"
+    long = counterpart_name("PJSIP/" + "x" * 200)
+    other = counterpart_name("PJSIP/" + "x" * 199 + "y")
+    assert len(long) == 79 and long != other and long.startswith("Custom:remote-PJSIP-x")
+    assert hint_lines({"1234": "Custom:mystate"}, "devstate_test") == [
+        "[devstate_test]",
+        "exten => 1234,hint,Custom:mystate&Custom:remote-Custom-mystate",
+    ]
+    with pytest.raises(ConfigError):
+        BridgeConfig(template="remote-{device}")
+    with pytest.raises(ConfigError):
+        BridgeConfig(template="Custom:remote")
+
+
+async def test_local_change_is_published(mesh: Harness) -> None:
+    await mesh.start()
+    await setvar(mesh.sim.port, "Custom:mystate", "INUSE")
+    await wait_until(lambda: mesh.cluster.last("Custom:mystate") is DeviceState.INUSE)
+
+
+async def test_include_exclude(mesh: Harness) -> None:
+    await mesh.start(BridgeConfig(include=("Custom:*",), exclude=("Custom:private*",)))
+    await setvar(mesh.sim.port, "Custom:private1", "BUSY")
+    await setvar(mesh.sim.port, "Custom:mystate", "BUSY")
+    await wait_until(lambda: mesh.cluster.last("Custom:mystate") is DeviceState.BUSY)
+    assert mesh.cluster.last("Custom:private1") is None
+
+
+async def test_tutorial_remote_inuse_shows_in_core_show_hints(mesh: Harness) -> None:
+    await mesh.start()
+    assert await hint_state(mesh.sim.port, "1234") == "Idle"
+    mesh.cluster.slots["Custom:mystate"] = {"server2": DeviceState.INUSE}
+    mesh.bridge.on_remote_device("Custom:mystate", DeviceState.INUSE)
+    async with asyncio.timeout(5):
+        await mesh.bridge.wait_idle()
+    text = await hints_text(mesh.sim.port)
+    assert any(
+        line.startswith("1234@devstate_test")
+        and "Custom:mystate&Custom:remote-Custom-mystate" in line
+        and "State:InUse" in line
+        for line in text
+    ), text
+    # the local device itself was never touched, and nothing echoed back to the cluster
+    assert mesh.sim.pbx.custom_db.get("mystate") is None
+    assert all(not d.startswith("Custom:remote-") for d, _ in mesh.cluster.published)
+    assert mesh.bridge.echoes >= 1
+    # the remote server left: INVALID is written and the hint falls back to the local value
+    mesh.bridge.on_remote_device("Custom:mystate", DeviceState.INVALID)
+    async with asyncio.timeout(5):
+        await mesh.bridge.wait_idle()
+    assert mesh.sim.pbx.custom_db["remote-Custom-mystate"] == "INVALID"
+    assert await hint_state(mesh.sim.port, "1234") == "Idle"
+
+
+async def test_mwi_both_ways_without_echo(mesh: Harness) -> None:
+    await mesh.start()
+    ami = await RawAmi.connect(mesh.sim.port)
+    await ami.request(Action.of("MWIUpdate", Mailbox="1000@default", NewMessages=2, OldMessages=0))
+    await wait_until(lambda: ("1000@default", 2, 0) in mesh.cluster.published_mwi)
+    mesh.cluster.mwi["2000@default"] = (5, 1)
+    mesh.bridge.on_remote_mwi("2000@default", 5, 1)
+    async with asyncio.timeout(5):
+        await mesh.bridge.wait_idle()
+    count = await ami.request(Action.of("MailboxCount", Mailbox="2000@default"))
+    assert (count["NewMessages"], count["OldMessages"]) == ("5", "1")
+    await ami.request(Action.of("MWIUpdate", Mailbox="3000@default", NewMessages=1))
+    await wait_until(lambda: ("3000@default", 1, 0) in mesh.cluster.published_mwi)
+    assert all(box != "2000@default" for box, _, _ in mesh.cluster.published_mwi)
+    await ami.close()
+
+
+async def test_reconnect_resync_both_ways(mesh: Harness) -> None:
+    await mesh.start()
+    await setvar(mesh.sim.port, "Custom:mystate", "BUSY")
+    mesh.cluster.slots["PJSIP/100"] = {"server2": DeviceState.RINGING}
+    mesh.bridge.on_remote_device("PJSIP/100", DeviceState.RINGING)
+    mesh.cluster.slots["Custom:gone"] = {"server3": DeviceState.INUSE}
+    mesh.bridge.on_remote_device("Custom:gone", DeviceState.INUSE)
+    async with asyncio.timeout(5):
+        await mesh.bridge.wait_idle()
+    assert await hint_state(mesh.sim.port, "100") == "Ringing"
+    mesh.cluster.published.clear()
+    # while Asterisk is down, server3 leaves and server2's phone stops ringing
+    await mesh.restart_sim()
+    del mesh.cluster.slots["Custom:gone"]
+    mesh.cluster.slots["PJSIP/100"] = {"server2": DeviceState.NOT_INUSE}
+    async with asyncio.timeout(5):
+        await mesh.bridge.wait_synced()
+    # local states were read again and republished
+    assert mesh.cluster.last("Custom:mystate") is DeviceState.BUSY
+    # remote counterparts rewritten; the stale one (left in AstDB) is corrected to INVALID
+    assert mesh.sim.pbx.custom_db["remote-PJSIP-100"] == "NOT_INUSE"
+    assert mesh.sim.pbx.custom_db["remote-Custom-gone"] == "INVALID"
+    assert await hint_state(mesh.sim.port, "100") == "Idle"
+    assert mesh.bridge.resyncs == 2
