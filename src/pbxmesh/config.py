@@ -145,6 +145,11 @@ class _Locator:
                 return None
         if key is None:
             return start + 1
+        if not table:  # a top-level key may be a table: [key], [[key]] or [key.sub]
+            head = re.compile(r"^\s*\[\[?\s*" + re.escape(key) + r"\s*[\].]")
+            for n, text in enumerate(self.lines):
+                if head.match(text):
+                    return n + 1
         pattern = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
         for n in range(start if table else 0, len(self.lines)):
             if n > start and self.lines[n].lstrip().startswith("["):
@@ -205,7 +210,8 @@ class _Table:
 
     def sub(self, key: str) -> _Table:
         self.used.add(key)
-        return _Table(self.loc, f"{self.name}.{key}", self.data.get(key, {}))
+        name = f"{self.name}.{key}" if self.name else key
+        return _Table(self.loc, name, self.data.get(key, {}))
 
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
