@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from tests.harness.nodes import NodeProcess, node_group, wait_converged, wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,7 +41,7 @@ def test_members_channels_devices_mwi_publish_status(pair) -> None:
     assert out.returncode == 0 and "Custom:mystate is now INUSE on this node" in out.stdout
     assert cli(a, "publish", "mwi", "1000", "3", "1").returncode == 0
     wait_until(lambda: b.devices("Custom:*"), 10, "the state on pbx2")
-    wait_until(lambda: b.mwi(), 10, "the mailbox on pbx2")
+    wait_until(b.mwi, 10, "the mailbox on pbx2")
 
     members = json.loads(cli(b, "--json", "members").stdout)
     assert sorted(m["name"] for m in members) == ["pbx1", "pbx2"]
