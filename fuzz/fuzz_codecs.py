@@ -20,6 +20,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
+    from pbxmesh.ami import codec as _ami_codec  # noqa: F401 - instrumented for the ami target
     from pbxmesh.eid import EID
     from pbxmesh.errors import RemoteProtocolError
     from pbxmesh.wire import asterisk, frame
@@ -89,9 +90,24 @@ def _target(target: str):  # type: ignore[no-untyped-def]
                     pass
 
         return one
-    from pbxmesh.ami.codec import fuzz_one
+    from pbxmesh.ami.codec import CLOSED, NEED_DATA, AmiCodec, Role
 
-    return fuzz_one
+    def one(data: bytes) -> None:
+        # Both roles, fed whole and in two pieces: messages or RemoteProtocolError only.
+        for role in (Role.CLIENT, Role.SERVER):
+            for cut in (len(data), len(data) // 2):
+                codec = AmiCodec(role)
+                for piece in (data[:cut], data[cut:], b""):
+                    codec.receive_data(piece)
+                    for _ in range(10_000):
+                        try:
+                            event = codec.next_event()
+                        except RemoteProtocolError:
+                            continue
+                        if event is NEED_DATA or event is CLOSED:
+                            break
+
+    return one
 
 
 def main() -> None:

@@ -75,6 +75,8 @@ DEFAULT_TEMPLATE: Final = "Custom:remote-{device}"
 MAX_DEVICE_NAME: Final = 79
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.@+#*~=-]")
 _UNKNOWN_COMMAND: Final = "invalid/unknown command"
+#: Most counterpart writes (Setvar) in flight at once.
+WRITE_WINDOW: Final = 64
 
 
 class ClusterPort(Protocol):
@@ -294,8 +296,13 @@ class AmiBridge:
             self._writing = True
             try:
                 while self._dirty_devices and not self._syncing:
-                    name = next(iter(self._dirty_devices))
-                    await self._write_device(name, self._dirty_devices.pop(name))
+                    # Up to WRITE_WINDOW Setvars in flight at once (each name at most once, so
+                    # per-device order holds): one round trip per batch, not per device.
+                    batch = []
+                    for _ in range(min(len(self._dirty_devices), WRITE_WINDOW)):
+                        name = next(iter(self._dirty_devices))
+                        batch.append((name, self._dirty_devices.pop(name)))
+                    await asyncio.gather(*(self._write_device(n, st) for n, st in batch))
                 while self._dirty_mwi and not self._syncing:
                     box = next(iter(self._dirty_mwi))
                     await self._write_mwi(box, *self._dirty_mwi.pop(box))
