@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbxmesh.ami.bridge import counterpart_name  # noqa: E402
-from pbxmesh.ami.client import AmiClient, AmiConfig  # noqa: E402
-from pbxmesh.ami.codec import Event  # noqa: E402
-from tests.harness.corosync import loopback_corosync  # noqa: E402
+from pbxmesh.ami.bridge import counterpart_name
+from pbxmesh.ami.client import AmiClient, AmiConfig
+from pbxmesh.ami.codec import Event
+from tests.harness.corosync import loopback_corosync
 
 USER, SECRET = "bench", "bench-secret"
 DEVICES = 2000
@@ -98,7 +98,7 @@ async def run_rate(
         )
     await asyncio.gather(*tasks)
     deadline = time.perf_counter() + 5
-    while probe.sent and time.perf_counter() < deadline:
+    while probe.sent and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling
         await asyncio.sleep(0.01)
     lat = sorted(probe.latencies)
     if not lat:

@@ -71,7 +71,7 @@ async def shows(client: AmiClient, text: str) -> bool:
 
 @pytest.mark.parametrize("count", [2, 3])
 async def test_the_tutorials_test_passes_on_every_server(count, corosync_loopback, corosync_group):
-    async with servers(count, corosync_group) as (nodes, clients):
+    async with servers(count, corosync_group) as (_nodes, clients):
         first, others = clients[0], clients[1:]
         for c in clients:
             assert await shows(c, "Idle")
