@@ -97,7 +97,7 @@ def _target(target: str):  # type: ignore[no-untyped-def]
         for role in (Role.CLIENT, Role.SERVER):
             for cut in (len(data), len(data) // 2):
                 codec = AmiCodec(role)
-                for piece in (data[:cut], data[cut:], b""):
+                for piece in [p for p in (data[:cut], data[cut:]) if p] + [b""]:
                     codec.receive_data(piece)
                     for _ in range(10_000):
                         try:

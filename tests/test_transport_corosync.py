@@ -7,6 +7,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+
+from pbxmesh.transport import LinkState, MembershipChange, Message
+from pbxmesh.transport.corosync import CorosyncConfig, CorosyncTransport
 from tests.harness.corosync import CorosyncInstance
 from tests.harness.cpg_peer import CpgPeerProcess
 from tests.transport_contract import (  # noqa: F401  (collected by pytest)
@@ -20,9 +23,6 @@ from tests.transport_contract import (  # noqa: F401  (collected by pytest)
     test_send_after_close_raises_transport_closed,
     test_send_delivers_to_every_member_including_self,
 )
-
-from pbxmesh.transport import LinkState, MembershipChange, Message
-from pbxmesh.transport.corosync import CorosyncConfig, CorosyncTransport
 
 pytestmark = pytest.mark.integration
 

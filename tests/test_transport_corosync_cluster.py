@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from tests.harness.corosync import Cluster
 from tests.harness.cpg_peer import CpgPeerProcess
 

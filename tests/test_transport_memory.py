@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
+from pbxmesh.transport import MemoryNetwork, MemoryTransport, Transport
 from tests.harness.cpg_peer import event_dict
 from tests.harness.recorder import Recorder
 from tests.transport_contract import (  # noqa: F401  (collected by pytest)
@@ -19,8 +21,6 @@ from tests.transport_contract import (  # noqa: F401  (collected by pytest)
     test_send_after_close_raises_transport_closed,
     test_send_delivers_to_every_member_including_self,
 )
-
-from pbxmesh.transport import MemoryNetwork, MemoryTransport, Transport
 
 
 class MemoryPeer:

@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import pytest
-from tests.harness.recorder import Recorder
 
 from pbxmesh.errors import TransportClosed
 from pbxmesh.transport import MembershipChange, Message, Transport, TransportEvent
+from tests.harness.recorder import Recorder
 
 __all__ = [
     "Backend",

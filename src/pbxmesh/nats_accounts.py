@@ -1,0 +1,261 @@
+"""``pbxmesh nats-accounts``: nats-server accounts and per-node permissions for pbxmesh.
+
+Theory of operation
+-------------------
+Input is a small TOML file listing tenants, their group and their nodes::
+
+    prefix = "pbxmesh"                 # optional; the transport's subject prefix
+
+    [system]                           # optional: a system account user (monitoring)
+    user = "sys"
+    password = "change-me"
+
+    [[tenant]]
+    account = "ACME"                   # one NATS account per tenant: nothing crosses accounts
+    group = "acme"                     # the tenant's [cluster] group in pbxmesh.toml
+    nodes = [
+      { name = "pbx1", password = "s3cret-1" },     # user defaults to "ACME-pbx1"
+      { name = "pbx2", nkey = "UD3K...", user = "ignored-for-nkeys" },
+    ]
+    leafs = [ { user = "acme-site1", password = "uplink-1" } ]   # optional leaf uplinks
+
+Output is a nats-server configuration snippet (``accounts { ... }`` and ``system_account``)
+to ``include`` in every server's configuration. Each tenant becomes an account; each node a
+user of it whose permissions are exactly what :class:`~pbxmesh.transport.nats.NatsTransport`
+needs:
+
+* publish: ``<prefix>.<group>.frames.<member>`` and ``<prefix>.<group>.hb.<member>``, where
+  ``<member>`` is ``member_token(node name)``, so a node cannot speak for another;
+* subscribe: ``<prefix>.<group>.>``, the group's traffic and nothing else.
+
+Leaf uplink users (a site's leaf node connecting to the hub into this account) may publish and
+subscribe ``<prefix>.<group>.>``; per-node limits are then enforced by the same accounts on the
+leaf server (include the same snippet there). Nodes without a password or nkey get a random
+password with ``--generate-passwords``; the matching ``[cluster.nats]`` lines are printed on
+stderr. Passwords are written in clear (nats-server also accepts bcrypt hashes made with
+``nats server passwd``; prefer nkeys where possible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .transport.nats import group_subjects, member_token
+
+__all__ = ["NodeUser", "Tenant", "main", "parse_spec", "render"]
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_NKEY = re.compile(r"U[A-Z2-7]{55}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUser:
+    name: str  # the node's [node] name (its member id is member_token(name))
+    user: str  # login name; unused with an nkey
+    password: str | None = None
+    nkey: str | None = None  # public user nkey (U...)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    account: str
+    group: str
+    nodes: tuple[NodeUser, ...]
+    leafs: tuple[tuple[str, str], ...] = ()  # (user, password) of leaf uplinks
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    prefix: str
+    tenants: tuple[Tenant, ...]
+    system: tuple[str, str] | None = None
+
+
+def _str(table: dict[str, Any], key: str, where: str, required: bool = True) -> str | None:
+    value = table.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: {key} is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} must be a non-empty string")
+    return value
+
+
+def parse_spec(data: dict[str, Any], source: str, generate: bool = False) -> Spec:
+    """Validate the TOML input; ``generate`` fills in missing passwords."""
+    prefix = _str(data, "prefix", source, required=False) or "pbxmesh"
+    if not _NAME.fullmatch(prefix):
+        raise ConfigError(f"{source}: prefix must be letters, digits, '-' or '_'")
+    system = None
+    if "system" in data:
+        st = data["system"]
+        system = (
+            _str(st, "user", f"{source} [system]") or "",
+            _str(st, "password", f"{source} [system]") or "",
+        )
+    tenants: list[Tenant] = []
+    users: set[str] = set()
+    for i, t in enumerate(data.get("tenant", [])):
+        where = f"{source} [[tenant]] #{i + 1}"
+        account = _str(t, "account", where) or ""
+        group = _str(t, "group", where) or ""
+        for key, value in (("account", account), ("group", group)):
+            if not _NAME.fullmatch(value):
+                raise ConfigError(f"{where}: {key} {value!r} must be letters, digits, '-', '_'")
+        if account in {x.account for x in tenants} or account == "SYS":
+            raise ConfigError(f"{where}: account {account!r} is used twice (or is SYS)")
+        nodes: list[NodeUser] = []
+        for j, n in enumerate(t.get("nodes", [])):
+            nwhere = f"{where} node #{j + 1}"
+            name = _str(n, "name", nwhere) or ""
+            member_token(name)
+            if name in {x.name for x in nodes}:
+                raise ConfigError(f"{nwhere}: node name {name!r} is used twice in {account}")
+            nkey = _str(n, "nkey", nwhere, required=False)
+            password = _str(n, "password", nwhere, required=False)
+            if nkey is not None and not _NKEY.fullmatch(nkey):
+                raise ConfigError(f"{nwhere}: nkey must be a public user nkey (U + 55 chars)")
+            if nkey is not None and password is not None:
+                raise ConfigError(f"{nwhere}: give a password or an nkey, not both")
+            if nkey is None and password is None:
+                if not generate:
+                    raise ConfigError(
+                        f"{nwhere}: node {name!r} needs a password or nkey "
+                        "(or run with --generate-passwords)"
+                    )
+                password = secrets.token_urlsafe(18)
+            user = _str(n, "user", nwhere, required=False) or f"{account}-{name}"
+            if nkey is None:
+                if user in users:
+                    raise ConfigError(f"{nwhere}: user {user!r} is used twice; set user = ...")
+                users.add(user)
+            nodes.append(NodeUser(name=name, user=user, password=password, nkey=nkey))
+        leafs: list[tuple[str, str]] = []
+        for j, lf in enumerate(t.get("leafs", [])):
+            lwhere = f"{where} leaf #{j + 1}"
+            luser = _str(lf, "user", lwhere) or ""
+            lpass = _str(lf, "password", lwhere, required=not generate)
+            if luser in users:
+                raise ConfigError(f"{lwhere}: user {luser!r} is used twice")
+            users.add(luser)
+            leafs.append((luser, lpass or secrets.token_urlsafe(18)))
+        if not nodes:
+            raise ConfigError(f"{where}: a tenant needs at least one node")
+        tenants.append(Tenant(account, group, tuple(nodes), tuple(leafs)))
+    if not tenants:
+        raise ConfigError(f"{source}: no [[tenant]] given")
+    return Spec(prefix=prefix, tenants=tuple(tenants), system=system)
+
+
+def _q(text: str) -> str:
+    return json.dumps(text)  # a double-quoted string nats-server's parser reads back
+
+
+def render(spec: Spec) -> str:
+    """The nats-server configuration snippet for ``spec``."""
+    out = [
+        "# Generated by `pbxmesh nats-accounts`: one account per tenant, and per node a user",
+        "# that may publish only its own frames/heartbeat subjects. Include it in every",
+        "# server of the cluster (and in site leaf servers).",
+        "accounts {",
+    ]
+    for t in spec.tenants:
+        out.append(f"  {t.account}: {{")
+        out.append("    users: [")
+        for n in t.nodes:
+            frames, hb, sub = group_subjects(spec.prefix, t.group, member_token(n.name))
+            perms = (
+                f"permissions: {{ publish: {{ allow: [{_q(frames)}, {_q(hb)}] }}, "
+                f"subscribe: {{ allow: [{_q(sub)}] }} }}"
+            )
+            cred = (
+                f"nkey: {_q(n.nkey)}"
+                if n.nkey
+                else f"user: {_q(n.user)}, password: {_q(n.password or '')}"
+            )
+            out.append(f"      # node {n.name!r} (member id {member_token(n.name)})")
+            out.append(f"      {{ {cred}, {perms} }}")
+        for luser, lpass in t.leafs:
+            sub = f"{spec.prefix}.{t.group}.>"
+            out.append("      # leaf uplink of a site")
+            out.append(
+                f"      {{ user: {_q(luser)}, password: {_q(lpass)}, permissions: "
+                f"{{ publish: {{ allow: [{_q(sub)}] }}, subscribe: {{ allow: [{_q(sub)}] }} }} }}"
+            )
+        out.append("    ]")
+        out.append("  }")
+    if spec.system is not None:
+        out.append(
+            f"  SYS: {{ users: [ {{ user: {_q(spec.system[0])}, "
+            f"password: {_q(spec.system[1])} }} ] }}"
+        )
+    out.append("}")
+    if spec.system is not None:
+        out.append("system_account: SYS")
+    return "\n".join(out) + "\n"
+
+
+def node_snippets(spec: Spec) -> str:
+    """``[cluster]`` lines for each node's pbxmesh.toml (credentials included)."""
+    out = []
+    for t in spec.tenants:
+        for n in t.nodes:
+            out.append(f"# pbxmesh.toml of node {n.name!r} (tenant {t.account})")
+            out.append(f'[cluster]\ntransport = "nats"\ngroup = {_q(t.group)}\n[cluster.nats]')
+            if n.nkey:
+                out.append('nkey_seed = "/etc/pbxmesh/nats.nk"   # the seed of ' + n.nkey[:8])
+            else:
+                out.append(f"user = {_q(n.user)}\npassword = {_q(n.password or '')}")
+            out.append("")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="pbxmesh nats-accounts",
+        description="Generate nats-server accounts and per-node permissions for pbxmesh.",
+    )
+    p.add_argument("spec", help="TOML file listing tenants, groups and nodes (see docs/nats.md)")
+    p.add_argument("-o", "--output", help="write the snippet here (default: stdout)")
+    p.add_argument(
+        "--generate-passwords",
+        action="store_true",
+        help="give nodes and leafs without credentials a random password",
+    )
+    p.add_argument(
+        "--print-nodes",
+        action="store_true",
+        help="also print each node's [cluster] section on stderr",
+    )
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        text = Path(args.spec).read_text(encoding="utf-8")
+        spec = parse_spec(tomllib.loads(text), args.spec, generate=args.generate_passwords)
+    except OSError as exc:
+        print(f"pbxmesh nats-accounts: {args.spec}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except tomllib.TOMLDecodeError as exc:
+        print(f"pbxmesh nats-accounts: {args.spec}: not valid TOML: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"pbxmesh nats-accounts: {exc}", file=sys.stderr)
+        return 2
+    conf = render(spec)
+    if args.output:
+        Path(args.output).write_text(conf, encoding="utf-8")
+    else:
+        sys.stdout.write(conf)
+    if args.print_nodes or args.generate_passwords:
+        sys.stderr.write(node_snippets(spec))
+    return 0
