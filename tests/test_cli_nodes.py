@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+
 from tests.harness.nodes import NodeProcess, node_group, wait_converged, wait_until
 
 pytestmark = pytest.mark.integration

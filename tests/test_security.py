@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from tests.test_node import wait_for
 
 from pbxmesh.config import PeerConfig, SecurityConfig
 from pbxmesh.errors import ConfigError, SecurityError, StateError
@@ -23,6 +22,7 @@ from pbxmesh.transport.base import Message
 from pbxmesh.transport.memory import MemoryNetwork
 from pbxmesh.wire import frame as wire
 from pbxmesh.wire.frame import DeviceItem, Frame, FrameType
+from tests.test_node import wait_for
 
 S = DeviceState
 
