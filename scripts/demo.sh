@@ -3,5 +3,5 @@
 # local three-server demo cluster. Arguments go to `pbxmesh demo` (--no-wait, --keep, --dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+PBXMESH_EXTRAS=nats PBXMESH_NO_BROWSER=1 bash scripts/setup.sh
 exec .venv/bin/pbxmesh demo "$@"

@@ -10,6 +10,10 @@ command -v nats-server >/dev/null || need_apt+=(nats-server)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ "${PBXMESH_NO_BROWSER:-}" = "" ]; then
+    # The lamp page's browser tests drive the system's chromium (headless).
+    command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing ${need_apt[*]}; run as root or: apt-get install -y ${need_apt[*]}" >&2
@@ -29,8 +33,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 extras="${PBXMESH_EXTRAS:-test,nats}"
-if ! .venv/bin/python -c 'import pbxmesh' 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
+marker=".venv/.installed-${extras//,/-}"
+if ! .venv/bin/python -c 'import pbxmesh' 2>/dev/null || [ pyproject.toml -nt "$marker" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e ".[${extras}]"
-    touch .venv/.installed
+    touch "$marker"
 fi

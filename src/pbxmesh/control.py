@@ -8,7 +8,8 @@ One aiohttp application serves, under versioned paths:
   ``/hints`` — what the CLI prints (shapes fixed, see ``openapi.json``);
 * ``POST /api/v1/publish/device_state`` ``{"device", "state"}`` and ``/publish/mwi``
   ``{"mailbox", "new", "old"}`` — assert a state as this node's origin;
-* ``GET  /api/v1/events`` — Server-Sent Events: a ``snapshot`` then every change (web page);
+* ``GET  /api/v1/events`` — Server-Sent Events: a ``snapshot``, then every change (coalesced
+  per device/mailbox) and a ``tick`` each second (rate, link, quorum) — the lamp page;
 * ``GET  /api/v1/openapi.json``, ``GET /metrics`` (Prometheus), ``GET /`` (the lamp page).
 
 When a token is configured every request but ``/`` and the page's static text needs
@@ -93,12 +94,15 @@ class ControlServer:
         self._metrics = metrics
         self._page = page
         self._runner: web.AppRunner | None = None
-        self._subscribers: set[asyncio.Queue[str]] = set()
+        self._subscribers: set[_Subscriber] = set()
         self._started = time.time()
         self.rate = _Rate()
         node.listeners.append(
             make_listener(
-                on_device=self._on_device, on_mwi=self._on_mwi, on_members=self._on_members
+                on_device=self._on_device,
+                on_remote_device=self._on_remote_device,
+                on_mwi=self._on_mwi,
+                on_members=self._on_members,
             )
         )
 
@@ -125,8 +129,8 @@ class ControlServer:
         log.info("control API listening on http://%s:%d%s", self.host, self.port, API_PREFIX)
 
     async def close(self) -> None:
-        for q in list(self._subscribers):
-            q.put_nowait("")
+        for sub in list(self._subscribers):
+            sub.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -154,6 +158,9 @@ class ControlServer:
 
     # -- read -------------------------------------------------------------------------------
     async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status_body())
+
+    def _status_body(self) -> dict[str, Any]:
         node = self.node
         body: dict[str, Any] = {
             "name": node.config.name,
@@ -173,7 +180,7 @@ class ControlServer:
         }
         if self._status_extra is not None:
             body.update(self._status_extra())
-        return web.json_response(body)
+        return body
 
     async def members(self, request: web.Request) -> web.Response:
         body = [member_json(m, self.node) for m in self.node.members()]
@@ -184,12 +191,13 @@ class ControlServer:
         )
 
     async def channels(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            [
-                {"name": c.name, "publish": sorted(c.publish), "subscribe": sorted(c.subscribe)}
-                for c in self.node.channels()
-            ]
-        )
+        return web.json_response(self._channels_body())
+
+    def _channels_body(self) -> list[dict[str, Any]]:
+        return [
+            {"name": c.name, "publish": sorted(c.publish), "subscribe": sorted(c.subscribe)}
+            for c in self.node.channels()
+        ]
 
     async def devices(self, request: web.Request) -> web.Response:
         rows = self.node.device_rows(request.query.get("pattern") or None)
@@ -258,62 +266,143 @@ class ControlServer:
         return web.json_response({"mailbox": mailbox, "new": new, "old": old}, status=202)
 
     # -- live -------------------------------------------------------------------------------
-    def _broadcast(self, kind: str, payload: dict[str, Any]) -> None:
-        if not self._subscribers:
-            return
-        text = f"event: {kind}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
-        for q in self._subscribers:
-            if q.qsize() < 10_000:
-                q.put_nowait(text)
+    # Each /events client has a _Subscriber: a set of *keys* ("device", name), ("mwi", box),
+    # ("members", "") waiting to be sent, in arrival order. A key is rendered from the store
+    # when it is written, so a burst of changes to one device costs one event carrying the
+    # newest state (supersede by key), memory per client is bounded by the number of devices,
+    # and a slow browser can never miss the last state of a lamp.
+    def event_clients(self) -> int:
+        """Open ``/events`` streams."""
+        return len(self._subscribers)
+
+    def events_backlog(self) -> int:
+        """Events waiting to be written, summed over the streams (a slow page shows here)."""
+        return sum(len(sub.pending) for sub in self._subscribers)
+
+    def _mark(self, key: tuple[str, str]) -> None:
+        for sub in self._subscribers:
+            sub.mark(key)
 
     def _on_device(self, change: DeviceChange) -> None:
         self.rate.hit()
         if self._subscribers:
-            origins = {o: s for o, (s, _) in self.node.devices.slots_of(change.device).items()}
-            payload = device_json(change.device, change.state, origins)
-            payload["removed"] = change.removed
-            self._broadcast("device", payload)
+            self._mark(("device", change.device))
+
+    def _on_remote_device(self, device: str, state: DeviceState) -> None:
+        # The other servers' value changed but perhaps not the cluster value: the page's
+        # per-origin detail wants it all the same (the page also re-reads it on demand).
+        if self._subscribers:
+            self._mark(("device", device))
 
     def _on_mwi(self, change: MwiChange) -> None:
         self.rate.hit()
-        r = change.record
-        self._broadcast(
-            "mwi", {"mailbox": r.mailbox, "new": r.new, "old": r.old, "origin": str(r.origin)}
-        )
+        if self._subscribers:
+            self._mark(("mwi", change.record.mailbox))
 
     def _on_members(self, members: list[MemberInfo]) -> None:
-        self._broadcast(
-            "members",
-            {
-                "members": [member_json(m, self.node) for m in members],
-                "quorate": self.node.quorate,
-                "view": self.node.view,
-            },
-        )
+        if self._subscribers:
+            self._mark(("members", ""))
+
+    def _device_event(self, device: str) -> dict[str, Any]:
+        state = self.node.devices.cluster_state(device)
+        if state is None:
+            return {"device": device, "state": "UNKNOWN", "origins": {}, "removed": True}
+        origins = {o: s for o, (s, _) in self.node.devices.slots_of(device).items()}
+        body = device_json(device, state, origins)
+        body["removed"] = False
+        return body
+
+    def _mwi_event(self, mailbox: str) -> dict[str, Any]:
+        r = self.node.mwi.get(mailbox)
+        if r is None:
+            return {"mailbox": mailbox, "removed": True}
+        return {
+            "mailbox": r.mailbox,
+            "new": r.new,
+            "old": r.old,
+            "origin": str(r.origin),
+            "origin_name": self.node.origin_name(r.origin),
+        }
+
+    def _members_event(self) -> dict[str, Any]:
+        return {
+            "members": [member_json(m, self.node) for m in self.node.members()],
+            "quorate": self.node.quorate,
+            "view": self.node.view,
+        }
+
+    def _render(self, key: tuple[str, str]) -> str:
+        kind, name = key
+        if kind == "device":
+            return _sse(kind, self._device_event(name))
+        if kind == "mwi":
+            return _sse(kind, self._mwi_event(name))
+        return _sse("members", self._members_event())
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Everything the page shows, as one event: no race between a fetch and the stream."""
+        return {
+            "status": self._status_body(),
+            "channels": self._channels_body(),
+            **self._members_event(),
+            "devices": [device_json(d, s, o) for d, s, o in self.node.device_rows(None)],
+            "mwi": [self._mwi_event(r.mailbox) for r in self.node.mwi_rows(None)],
+        }
+
+    def _tick(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "rate": self.rate.value(),
+            "last_second": self.rate.last_second(),
+            "link_up": node.stats.link_up,
+            "quorate": node.quorate,
+            "view": node.view,
+            "devices": len(node.devices),
+            "mailboxes": len(node.mwi),
+            "queue_depth": node.queue_depth,
+            "asterisk": self._status_extra().get("asterisk") if self._status_extra else None,
+        }
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        """``snapshot`` first, then ``device``/``mwi``/``members`` changes and a ``tick`` a second.
+
+        The subscriber is registered and the snapshot taken with no ``await`` in between, so
+        every change after the snapshot is in the stream and none before it is lost.
+        """
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # a reverse proxy must not hold the stream back
+            }
         )
         await resp.prepare(request)
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        self._subscribers.add(queue)
+        sub = _Subscriber()
+        self._subscribers.add(sub)
+        first = "retry: 1000\n\n" + _sse("snapshot", self._snapshot())
         try:
-            await resp.write(b"retry: 1000\n\n")
-            while True:
-                try:
-                    async with asyncio.timeout(15):
-                        text = await queue.get()
-                except TimeoutError:
-                    text = f"event: rate\ndata: {json.dumps({'rate': self.rate.value()})}\n\n"
-                if not text:
+            await resp.write(first.encode())
+            next_tick = time.monotonic()
+            while not sub.closed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                        await sub.wake.wait()
+                sub.wake.clear()
+                if sub.closed:
                     break
-                await resp.write(text.encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+                keys = list(sub.pending)
+                sub.pending.clear()
+                for i in range(0, len(keys), _SSE_BATCH):
+                    text = "".join(self._render(k) for k in keys[i : i + _SSE_BATCH])
+                    await resp.write(text.encode())  # waits while the client is slow
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + _TICK_SECONDS
+                    await resp.write(_sse("tick", self._tick()).encode())
+        except (ConnectionResetError, ConnectionError):
             pass
         finally:
-            self._subscribers.discard(queue)
-        with contextlib.suppress(ConnectionResetError):
+            self._subscribers.discard(sub)
+        with contextlib.suppress(ConnectionError):
             await resp.write_eof()
         return resp
 
@@ -335,6 +424,33 @@ class ControlServer:
         return web.json_response(OPENAPI)
 
 
+_SSE_BATCH: Final = 500  # events per write: a burst of 10,000 is sent in slices
+_TICK_SECONDS: Final = 1.0  # the page's rate, link and keep-alive; also detects a dead stream
+
+
+def _sse(kind: str, payload: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+class _Subscriber:
+    """One ``/events`` client: the keys of what changed since its last write, newest wins."""
+
+    __slots__ = ("closed", "pending", "wake")
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str], None] = {}  # an ordered set
+        self.wake = asyncio.Event()
+        self.closed = False
+
+    def mark(self, key: tuple[str, str]) -> None:
+        self.pending[key] = None
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+
 class _Rate:
     """Events per second over the last 10 seconds."""
 
@@ -351,6 +467,10 @@ class _Rate:
     def value(self) -> float:
         now = int(time.monotonic())
         return sum(v for k, v in self._buckets.items() if now - 10 <= k < now) / 10.0
+
+    def last_second(self) -> int:
+        """Events in the last complete second (what the page shows as "now")."""
+        return self._buckets.get(int(time.monotonic()) - 1, 0)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

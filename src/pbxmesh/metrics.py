@@ -3,22 +3,40 @@
 Counters and gauges are read from the node, transport and Asterisk link when scraped (a
 custom collector: nothing is counted twice, nothing is updated on the hot path); the apply
 latency is a histogram fed by the node for every applied frame. Each daemon has its own
-registry, so several nodes in one process (tests, the demo) do not mix.
+registry, so several nodes in one process (tests, the demo) do not mix. Label sets that are
+known in advance (configured channels, rejection reasons) are exported at 0 from the first
+scrape, so ``rate()`` and alerts work before anything happened. docs/web.md lists every metric.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from . import __version__
+
 if TYPE_CHECKING:
+    from .control import ControlServer
     from .daemon import Daemon
 
-__all__ = ["Metrics"]
+__all__ = ["REJECT_REASONS", "Metrics"]
+
+#: The reasons a frame is rejected (node.py and security.py); each is exported from the first
+#: scrape at 0. A reason not listed here still appears once it is counted.
+REJECT_REASONS: Final = (
+    "bad-signature",
+    "duplicate-eid",
+    "malformed",
+    "replay",
+    "unauthorised",
+    "unknown-origin",
+    "unsigned",
+    "wrong-origin",
+)
 
 
 class Metrics(Collector):
@@ -26,7 +44,7 @@ class Metrics(Collector):
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.control: Any = None
+        self.control: ControlServer | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.latency = Histogram(
             "pbxmesh_apply_latency_seconds",
@@ -44,25 +62,38 @@ class Metrics(Collector):
         node = self.daemon.node
         stats = node.stats
         kind = node.transport.kind
+        yield InfoMetricFamily(
+            "pbxmesh_node",
+            "This node: name, entity id, transport and version",
+            value={
+                "name": node.config.name,
+                "eid": str(node.eid),
+                "transport": kind,
+                "version": __version__,
+            },
+        )
+        # Every configured channel appears from the first scrape (at 0), so rate() and alerts
+        # work before the first change; a channel removed by a reload keeps its counts.
+        channels = [c.name for c in node.channels()]
         for name, doc, values in (
-            ("pbxmesh_changes_in", "Changes received, per channel", stats.changes_in),
+            ("pbxmesh_changes_in", "Changes received and applied, per channel", stats.changes_in),
             ("pbxmesh_changes_out", "Changes sent, per channel", stats.changes_out),
             ("pbxmesh_frames_in", "Frames accepted, per channel", stats.frames_in),
             ("pbxmesh_frames_out", "Frames sent, per channel", stats.frames_out),
         ):
             c = CounterMetricFamily(name, doc, labels=["channel", "transport"])
-            for channel, n in sorted(values.items()):
-                c.add_metric([channel, kind], n)
+            for channel in sorted(set(values) | set(channels)):
+                c.add_metric([channel, kind], values.get(channel, 0))
             yield c
         rejected = CounterMetricFamily(
             "pbxmesh_rejected_frames", "Frames rejected, by reason", labels=["reason"]
         )
-        for reason, n in sorted(stats.rejected.items()):
-            rejected.add_metric([reason], n)
+        for reason in sorted(set(stats.rejected) | set(REJECT_REASONS)):
+            rejected.add_metric([reason], stats.rejected.get(reason, 0))
         yield rejected
         yield CounterMetricFamily(
             "pbxmesh_resyncs",
-            "Resynchronisations (membership changes with joins)",
+            "Resynchronisations: membership changes with joins (each re-announces our state)",
             value=stats.resyncs,
         )
         yield CounterMetricFamily(
@@ -72,12 +103,14 @@ class Metrics(Collector):
         )
         yield GaugeMetricFamily(
             "pbxmesh_last_resync_seconds",
-            "Duration of the last resync (to the last snapshot)",
+            "Duration of the last resync: from the join to the last snapshot merged",
             value=stats.last_resync_seconds,
         )
         members = node.members()
         yield GaugeMetricFamily(
-            "pbxmesh_members", "Members in the current view", value=len(members)
+            "pbxmesh_members",
+            "Members in the current view that are up, this node included",
+            value=sum(1 for m in members if m.member),
         )
         yield GaugeMetricFamily(
             "pbxmesh_quorate", "1 if the cluster is quorate", value=1 if node.quorate else 0
@@ -88,33 +121,64 @@ class Metrics(Collector):
         )
         yield CounterMetricFamily(
             "pbxmesh_transport_reconnects",
-            "Times the engine link came back up",
-            value=stats.link_changes // 2,
+            "Times the engine link came back up after going down",
+            value=stats.link_changes // 2,  # each reconnect is one down and one up
         )
         yield GaugeMetricFamily(
             "pbxmesh_devices", "Devices with a cluster value", value=len(node.devices)
         )
         yield GaugeMetricFamily("pbxmesh_mailboxes", "Mailboxes known", value=len(node.mwi))
+        bridge = self.daemon.bridge
         queues = GaugeMetricFamily(
-            "pbxmesh_queue_depth", "Items waiting, per queue", labels=["queue"]
+            "pbxmesh_queue_depth", "Items waiting to be sent, per queue", labels=["queue"]
         )
         queues.add_metric(["cluster_out"], node.queue_depth)
-        bridge = self.daemon.bridge
         if bridge is not None:
-            queues.add_metric(["asterisk_out"], getattr(bridge, "queue_depth", 0))
+            queues.add_metric(["asterisk_out"], _bridge_queue_depth(bridge))
+        control = self.control
+        if control is not None:
+            queues.add_metric(["events_out"], control.events_backlog())
         yield queues
-        up = GaugeMetricFamily("pbxmesh_asterisk_up", "1 if the AMI link is up")
+        up = GaugeMetricFamily(
+            "pbxmesh_asterisk_up", "1 if the AMI link is logged in (absent without [asterisk])"
+        )
         reconnects = CounterMetricFamily(
-            "pbxmesh_asterisk_reconnects", "AMI (re)connections after the first"
+            "pbxmesh_asterisk_reconnects", "AMI connections made after the first"
+        )
+        resyncs = CounterMetricFamily(
+            "pbxmesh_asterisk_resyncs", "Complete resyncs with Asterisk (one per login)"
+        )
+        ami_errors = CounterMetricFamily(
+            "pbxmesh_asterisk_protocol_errors", "Malformed AMI blocks dropped"
+        )
+        ami_dropped = CounterMetricFamily(
+            "pbxmesh_asterisk_dropped_events", "AMI events dropped because the queue was full"
         )
         if bridge is not None:
-            up.add_metric([], 1 if bridge.client.connected else 0)
-            reconnects.add_metric([], max(0, bridge.resyncs - 1))
-        yield up
-        yield reconnects
-        if self.control is not None:
+            client = bridge.client
+            up.add_metric([], 1 if client.connected else 0)
+            reconnects.add_metric([], max(0, client.connections - 1))
+            resyncs.add_metric([], bridge.resyncs)
+            ami_errors.add_metric([], client.protocol_errors)
+            ami_dropped.add_metric([], client.dropped_events)
+        yield from (up, reconnects, resyncs, ami_errors, ami_dropped)
+        if control is not None:
             yield GaugeMetricFamily(
                 "pbxmesh_event_rate",
-                "Cluster changes per second (10 s)",
-                value=self.control.rate.value(),
+                "Cluster changes per second, averaged over the last 10 s",
+                value=control.rate.value(),
             )
+            yield GaugeMetricFamily(
+                "pbxmesh_event_clients",
+                "Open /api/v1/events streams (lamp pages)",
+                value=control.event_clients(),
+            )
+
+
+def _bridge_queue_depth(bridge: Any) -> int:
+    """Remote states and MWI waiting to be written to Asterisk (superseded by key)."""
+    depth = getattr(bridge, "queue_depth", None)
+    if isinstance(depth, int):
+        return depth
+    # The bridge keeps them in two dicts and has no public count yet.
+    return len(getattr(bridge, "_dirty_devices", ())) + len(getattr(bridge, "_dirty_mwi", ()))
