@@ -24,9 +24,14 @@ INUSE / NOT_INUSE each lap, so every publish is a visible change and each receiv
 which publish an ``on_device`` belongs to (the k-th change of ``L/n`` is publish k*POOL+n).
 
 Phases: raw CPG at 100 msg/s; node at 100 and 1,000 changes/s; node at rising rates until p99
-exceeds 20 ms, a change is lost, or the publisher cannot keep the rate; then a fresh set of
-nodes: node 1 asserts 100,000 devices, node 2 is restarted (process killed, new process, same
-group) and the time from its join to holding all 100,000 is measured.
+exceeds 20 ms, a change is lost, or the publisher cannot keep the rate (twice in a row: a
+failed step is tried once more, as one stall on a shared host can spoil a window); then a
+fresh set of nodes: node 1 asserts 100,000 devices, node 2 is restarted (process killed, new
+process, same group) and the time from its join to holding all 100,000 is measured.
+
+Where the time goes: ``--profile DIR`` makes each worker write cProfile stats, ``--trace DIR``
+log every frame sent and received (with times), and each row shows the worst garbage-collector
+pause seen in the three workers and corosync's CPU time.
 """
 
 from __future__ import annotations
@@ -126,6 +131,7 @@ async def _worker(args: argparse.Namespace) -> None:
                 name=args.name,
                 eid=EID.generate(),
                 batch_delay=args.batch_delay,
+                frame_interval=args.frame_interval,
                 max_items_per_frame=args.max_items,
             ),
             transport,
@@ -274,6 +280,8 @@ class Worker:
             str(opts.batch_delay),
             "--max-items",
             str(opts.max_items),
+            "--frame-interval",
+            str(opts.frame_interval),
             "--expect",
             str(expect),
             "--t0",
@@ -360,16 +368,16 @@ def measure(
 ) -> dict[str, Any]:
     """Publish on node 1 at ``rate`` for ``seconds``; latencies at nodes 2 and 3 (ms)."""
     count = max(1, int(rate * seconds))
-    for i in (2, 3):
-        workers[i].ask("dump", "dump")  # discard earlier receipts
+    for i in (1, 2, 3):
+        workers[i].ask("dump", "dump")  # discard earlier receipts and GC counts
     cpu0 = _corosync_cpu(cluster)
     pub = workers[1].ask("publish", "published", timeout=seconds * 5 + 60, rate=rate, count=count)
     time.sleep(0.3 + min(2.0, seconds * 0.05))  # let the tail arrive
     cpu = _corosync_cpu(cluster) - cpu0
+    gc_max = workers[1].ask("dump", "dump")["gc"][2]  # the publisher's own pauses count too
     first, stamps = pub["first"], pub["stamps"]
     lat: list[float] = []
     lost = 0
-    gc_max = 0.0
     for i in (2, 3):
         dump = workers[i].ask("dump", "dump")
         got = dict(zip(dump["seq"], dump["t"], strict=True))
@@ -392,6 +400,7 @@ def measure(
         "corosync_cpu": cpu,
         "wall": pub["seconds"],
         "gc_max_ms": gc_max,
+        "load1": _uptime().split(",")[0],
     }
 
 
@@ -463,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t0", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="short phases (smoke test)")
     p.add_argument("--batch-delay", type=float, default=0.0, help="NodeConfig.batch_delay (s)")
+    p.add_argument(
+        "--frame-interval", type=float, default=0.001, help="NodeConfig.frame_interval (s)"
+    )
     p.add_argument("--max-items", type=int, default=1000, help="NodeConfig.max_items_per_frame")
     p.add_argument("--profile", default="", help="directory: workers write cProfile stats")
     p.add_argument("--trace", default="", help="directory: workers log every frame sent/received")
@@ -507,12 +519,22 @@ def driver(args: argparse.Namespace) -> int:
             _progress(rows[-1])
             rows.append(("node, 1,000 changes/s", measure(workers, cluster, 1000, mid_s)))
             _progress(rows[-1])
+            # A step passes if p99 <= 20 ms, nothing is lost and the publisher kept the rate.
+            # On a shared host one scheduling stall of a few tens of ms inside a 3 s window is
+            # enough to push p99 over, so a failed step is tried once more (both attempts are
+            # reported); stepping stops when both attempts fail.
             for rate in STEP_RATES:
-                r = measure(workers, cluster, rate, step_s)
-                r["ok"] = r["p99"] <= 20.0 and r["lost"] == 0 and r["achieved"] >= 0.95 * rate
-                steps.append(r)
-                _progress((f"step {rate}/s ok={r['ok']}", r))
-                if not r["ok"]:
+                passed = False
+                for attempt in (1, 2):
+                    r = measure(workers, cluster, rate, step_s)
+                    r["ok"] = r["p99"] <= 20.0 and r["lost"] == 0 and r["achieved"] >= 0.95 * rate
+                    r["attempt"] = attempt
+                    steps.append(r)
+                    _progress((f"step {rate}/s attempt {attempt} ok={r['ok']}", r))
+                    if r["ok"]:
+                        passed = True
+                        break
+                if not passed:
                     break
         finally:
             for w in workers.values():
@@ -544,18 +566,24 @@ def _report(
 ) -> None:
     print()
     print(f"pbxmesh over Corosync, 3 nodes in netns (knet aes256/sha256, token 1000 ms), {date}")
-    print(f"node batching: batch_delay={args.batch_delay} s, max_items_per_frame={args.max_items}")
+    print(
+        f"node batching: batch_delay={args.batch_delay} s, "
+        f"frame_interval={args.frame_interval} s, max_items_per_frame={args.max_items}"
+    )
     print(f"load (uptime 1/5/15 min): before {load_before}; after {load_after}")
     print()
     print(
-        "| measurement | p50 ms | p99 ms | max ms | achieved/s | lost | corosync CPU s / wall s |"
+        "| measurement | p50 ms | p99 ms | max ms | achieved/s | lost "
+        "| corosync CPU s / wall s | worst GC pause ms | load 1 min |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for name, r in rows + [(f"node, {s['rate']:,.0f} changes/s (step)", s) for s in steps]:
+    print("|---|---|---|---|---|---|---|---|---|")
+    stepped = [(f"node, {s['rate']:,.0f} changes/s (step, try {s['attempt']})", s) for s in steps]
+    for name, r in rows + stepped:
         mark = "" if r.get("ok", True) else " **over**"
         print(
             f"| {name}{mark} | {r['p50']:.2f} | {r['p99']:.2f} | {r['max']:.1f} | "
-            f"{r['achieved']:,.0f} | {r['lost']} | {r['corosync_cpu']:.1f} / {r['wall']:.1f} |"
+            f"{r['achieved']:,.0f} | {r['lost']} | {r['corosync_cpu']:.1f} / {r['wall']:.1f} "
+            f"| {r['gc_max_ms']:.1f} | {r['load1']} |"
         )
     ok = [s["rate"] for s in steps if s.get("ok")]
     best = max(ok) if ok else 0

@@ -6,6 +6,7 @@ per change, with and without Ed25519 signatures, at several batch sizes. Prints 
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -21,16 +22,20 @@ from pbxmesh.wire.frame import DeviceItem, Frame, FrameType
 N_CHANGES = 200_000
 
 
-def _pipeline(batch: int, signed: bool, root: Path) -> float:
-    public = keygen(root / f"k{batch}{signed}")
-    key_path = root / f"k{batch}{signed}"
+_runs = itertools.count()
+
+
+def _pipeline(batch: int, signed: bool, root: Path) -> tuple[float, float, float]:
+    run = next(_runs)
+    key_path = root / f"k{run}"
+    public = keygen(key_path)
     eid = eid_for_key(load_private_key(key_path).public_key())
     sender_guard = build_guard(SecurityConfig(key=key_path), eid, "pbx1", root / "s")
     receiver_guard = build_guard(
         SecurityConfig(key=key_path, peers=(PeerConfig("pbx1", public, devices=("*",)),)),
         eid,
         "pbx2",
-        root / f"r{batch}{signed}",
+        root / f"r{run}",
     )
     # A receiving node whose guard knows pbx1 (the receiver's own EID differs from the sender's).
     receiver = Node(

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-ruff check src tests bench fuzz
-ruff format --check src tests bench fuzz
+ruff check src tests bench fuzz scripts
+ruff format --check src tests bench fuzz scripts
 mypy
 python -m pytest -q -p no:cacheprovider "$@"

@@ -23,11 +23,10 @@ from pbxmesh.transport.nats import (
     encode_heartbeat,
     member_token,
 )
-from tests.harness.cpg_peer import event_dict
 from tests.harness.nats import NatsCluster, NatsServer
-from tests.harness.recorder import Recorder
 from tests.transport_contract import (  # noqa: F401  (collected by pytest)
     EventLog,
+    InProcessPeer,
     test_close_is_seen_as_clean_leave_and_ends_events,
     test_first_event_is_membership_with_self,
     test_large_message_up_to_max_message_size,
@@ -45,47 +44,6 @@ def local_transport(name: str, group: str, servers: tuple[str, ...], **kw: Any) 
     return NatsTransport(NatsConfig.local(name, group, servers, randomize=False, **kw))
 
 
-class NatsPeer:
-    """A second member in this process (NATS allows any number of connections)."""
-
-    def __init__(self, transport: NatsTransport) -> None:
-        self.transport = transport
-        self.log: Recorder[dict[str, Any]] = Recorder()
-        self.member_id = ""
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        await self.transport.start()
-        self.member_id = self.transport.self_id
-        self._tasks.append(asyncio.create_task(self._pump()))
-
-    async def _pump(self) -> None:
-        try:
-            async for event in self.transport.events():
-                self.log.add(event_dict(event))
-        finally:
-            self.log.end()
-
-    async def send(self, data: bytes) -> None:
-        await self.transport.send(data)
-
-    async def send_seq(self, prefix: str, count: int) -> None:
-        async def run() -> None:
-            for i in range(count):
-                await self.transport.send(f"{prefix}{i}".encode())
-
-        self._tasks.append(asyncio.create_task(run()))
-
-    async def close(self) -> None:
-        await self.transport.close()
-
-    async def aclose(self) -> None:
-        await self.transport.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 class NatsBackend:
     timeout = 10.0
     prompt = 1.0  # a clean leave is one message; failure detection would take 1.25 s+
@@ -93,15 +51,17 @@ class NatsBackend:
     def __init__(self, servers: tuple[str, ...], group: str) -> None:
         self.servers = servers
         self.group = group
-        self.peers: list[NatsPeer] = []
+        self.peers: list[InProcessPeer] = []
         self._n = 0
 
     def transport(self) -> NatsTransport:
         self._n += 1
         return local_transport(f"local-{self._n}", self.group, self.servers)
 
-    async def peer(self) -> NatsPeer:
-        peer = NatsPeer(local_transport(f"peer.{len(self.peers) + 1}", self.group, self.servers))
+    async def peer(self) -> InProcessPeer:
+        peer = InProcessPeer(
+            local_transport(f"peer.{len(self.peers) + 1}", self.group, self.servers)
+        )
         self.peers.append(peer)
         await peer.start()
         return peer

@@ -26,11 +26,13 @@ import pytest
 
 from pbxmesh.errors import TransportClosed
 from pbxmesh.transport import MembershipChange, Message, Transport, TransportEvent
+from tests.harness.cpg_peer import event_dict
 from tests.harness.recorder import Recorder
 
 __all__ = [
     "Backend",
     "EventLog",
+    "InProcessPeer",
     "Peer",
     "test_close_is_seen_as_clean_leave_and_ends_events",
     "test_first_event_is_membership_with_self",
@@ -41,6 +43,49 @@ __all__ = [
     "test_send_after_close_raises_transport_closed",
     "test_send_delivers_to_every_member_including_self",
 ]
+
+
+class InProcessPeer:
+    """A second member in this process (any transport that allows several per process),
+    recording its events as the contract's dicts."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.log: Recorder[dict[str, Any]] = Recorder()
+        self.member_id = ""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self.member_id = self.transport.self_id
+        self._tasks.append(asyncio.create_task(self._pump()))
+
+    async def _pump(self) -> None:
+        try:
+            async for event in self.transport.events():
+                self.log.add(event_dict(event))
+        finally:
+            self.log.end()
+
+    async def send(self, data: bytes) -> None:
+        await self.transport.send(data)
+
+    async def send_seq(self, prefix: str, count: int) -> None:
+        async def run() -> None:
+            for i in range(count):
+                await self.transport.send(f"{prefix}{i}".encode())
+
+        self._tasks.append(asyncio.create_task(run()))
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def aclose(self) -> None:
+        await self.transport.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
 
 FIFO_COUNT = 2000
 

@@ -76,6 +76,8 @@ class NatsSection:
 class ClusterConfig:
     transport: str  # "corosync" (LAN) or "nats" (across sites)
     group: str  # CPG group name, or NATS subject prefix
+    # Seconds between two frames of one node; changes arriving meanwhile share the next frame.
+    frame_interval: float = 0.001
     corosync: CorosyncSection = CorosyncSection()
     nats: NatsSection = NatsSection()
 
@@ -315,6 +317,9 @@ def load_config(path: str | Path) -> Config:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", group):
         raise cl.err("group", "must be 1 to 100 letters, digits, '-' or '_'")
     asterisk_conf = _path(cl, "asterisk_conf", base)
+    frame_interval = float(cl.get("frame_interval", (int, float), 0.001))
+    if not 0 <= frame_interval <= 1:
+        raise cl.err("frame_interval", f"must be between 0 and 1 second, not {frame_interval}")
     co = cl.sub("corosync")
     corosync = CorosyncSection(reconnect_interval=_positive(co, "reconnect_interval", 0.2))
     co.done()
@@ -340,7 +345,13 @@ def load_config(path: str | Path) -> Config:
         raise nt.err("failure_timeout", "must be more than twice heartbeat_interval")
     nt.done()
     cl.done()
-    cluster = ClusterConfig(transport=transport, group=group, corosync=corosync, nats=nats)
+    cluster = ClusterConfig(
+        transport=transport,
+        group=group,
+        frame_interval=frame_interval,
+        corosync=corosync,
+        nats=nats,
+    )
 
     channels: list[ChannelConfig] = []
     raw_channels = root.get("channel", list, [])

@@ -103,7 +103,12 @@ class Daemon:
         self.guard = guard
         self.transport = transport or make_transport(config.cluster, config.node.name)
         self.node = Node(
-            NodeConfig(name=config.node.name, eid=self.eid, channels=config.channels),
+            NodeConfig(
+                name=config.node.name,
+                eid=self.eid,
+                channels=config.channels,
+                frame_interval=config.cluster.frame_interval,
+            ),
             self.transport,
             clock=self.clock,
             guard=guard,

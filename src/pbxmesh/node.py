@@ -110,9 +110,14 @@ class NodeConfig:
     name: str
     eid: EID
     channels: tuple[ChannelConfig, ...] = (ChannelConfig("device_state"),)
-    # How long a first change waits for others to share its frame. Longer = fewer, larger
-    # frames under load; shorter = lower latency. 0 sends as soon as the loop is free.
+    # How long a first change waits for others to share its frame. Every change pays it, so
+    # keep it 0 and let frame_interval do the batching.
     batch_delay: float = 0.0
+    # Pacing: after a frame is sent, the next one waits this long (seconds), and changes that
+    # arrive meanwhile share it. A change after a quiet spell goes at once; under load frames
+    # carry many changes (Corosync has no back-pressure: many tiny frames only queue up in it).
+    # Costs at most one interval of latency once changes come faster than one per interval.
+    frame_interval: float = 0.001
     # Most items per CHANGES or SNAPSHOT frame (also bounded by the transport's message size).
     max_items_per_frame: int = 1000
 
@@ -275,6 +280,7 @@ class Node:
             eid=self.eid,
             channels=channels,
             batch_delay=self.config.batch_delay,
+            frame_interval=self.config.frame_interval,
             max_items_per_frame=self.config.max_items_per_frame,
         )
         self._channels = {c.name: c for c in channels}
@@ -389,6 +395,8 @@ class Node:
                 log.warning("sending failed, will retry after reconnect: %s", exc)
                 await asyncio.sleep(0.2)
                 self._wake.set()
+            if self.config.frame_interval:
+                await asyncio.sleep(self.config.frame_interval)
 
     async def _flush(self) -> None:
         limit = self._items_per_frame()
@@ -509,6 +517,8 @@ class Node:
             log.warning("frame rejected reason=%s origin=%s: %s", reason, origin, message)
 
     def _on_message(self, sender: str, data: bytes) -> None:
+        if sender == self.transport.self_id and data[10:16] == self.eid.raw:
+            return  # our own frame, echoed by the transport: nothing to learn, skip decoding
         try:
             f = wire.decode(data)
         except RemoteProtocolError as exc:
@@ -717,7 +727,8 @@ class Node:
             listener.on_members(members)
 
     def _update_remote(self, devices: Iterable[str]) -> None:
-        if not self.listeners:
+        # Only the Asterisk bridge wants the other origins' aggregate; skip the work otherwise.
+        if not any(getattr(x, "wants_remote", True) for x in self.listeners):
             return
         for device in dict.fromkeys(devices):
             state = self.devices.state_excluding(device, self.eid)
@@ -755,7 +766,11 @@ def make_listener(
 ) -> NodeListener:
     """A listener from plain callables (any may be omitted)."""
 
+    remote_wanted = on_remote_device is not None
+
     class _Listener:
+        wants_remote = remote_wanted
+
         def on_device(self, change: DeviceChange) -> None:
             if on_device:
                 on_device(change)

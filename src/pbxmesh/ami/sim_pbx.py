@@ -109,6 +109,12 @@ class SimPbx:
         self.globals: dict[str, str] = {}
         self.listeners: list[Listener] = []
         self._hint_values: dict[str, int] = {}
+        self._dirty = False
+        # Which hints list a device, so a change touches only its own hints.
+        self._hints_of: dict[str, list[Hint]] = {}
+        for hint in hints:
+            for device in dict.fromkeys(hint_devices(hint.app)):
+                self._hints_of.setdefault(device, []).append(hint)
         self._load()
         for key, value in sorted(self.custom_db.items()):
             self._publish_device("Custom:" + key.rsplit("/", 1)[-1], devstate_val(value))
@@ -133,8 +139,16 @@ class SimPbx:
             ) from exc
 
     def _save(self) -> None:
-        if self._db_path is None:
+        """Mark the state file stale; :meth:`flush` writes it (the server does so every
+        ``FLUSH_INTERVAL`` and at close). Rewriting the whole file on every write made each
+        Setvar cost O(devices), unlike Asterisk's AstDB, which writes one key."""
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Write the AstDB-like state file if anything changed since the last write."""
+        if self._db_path is None or not self._dirty:
             return
+        self._dirty = False
         data = {
             CUSTOM_FAMILY: self.custom_db,
             MWI_FAMILY: {
@@ -180,9 +194,7 @@ class SimPbx:
         self._emit(
             Event.of("DeviceStateChange", Privilege="call,all", Device=device, State=state.name)
         )
-        for hint in self.hints:
-            if device not in hint_devices(hint.app):
-                continue
+        for hint in self._hints_of.get(device, ()):
             value = self.hint_state(hint)
             if value == self._hint_values.get(hint.key) and not value & _RINGING_BIT:
                 continue

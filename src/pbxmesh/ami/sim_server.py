@@ -37,6 +37,9 @@ __all__ = ["AMI_VERSION", "SimServer"]
 
 log = logging.getLogger(__name__)
 
+#: seconds between writes of the simulator's state file (and one more at close)
+FLUSH_INTERVAL = 0.2
+
 AMI_VERSION = "13.0.0"
 _UNAUTH_ALLOWED = frozenset({"login", "logoff", "challenge"})
 
@@ -95,6 +98,7 @@ class SimServer:
         self.auth_timeout = auth_timeout
         self._sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._started = time.time()
         self._closing = False
@@ -121,11 +125,23 @@ class SimServer:
         self._server = await asyncio.start_server(self._serve, host, port)
         sock = self._server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
+        self._flusher = asyncio.create_task(self._flush_loop(), name="sim state flush")
         log.info("simulator listening on %s:%d", self.host, self.port)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.pbx.flush()
 
     async def close(self) -> None:
         """Stop listening and drop every session (as an Asterisk that stops)."""
         self._closing = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        self.pbx.flush()
         if self._server is not None:
             self._server.close()
         # connections accepted just before close() have handler tasks that have not run yet;

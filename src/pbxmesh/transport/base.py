@@ -27,10 +27,21 @@ the node above it. Every transport — in-memory, Corosync CPG, NATS — keeps t
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Final
 
-__all__ = ["LinkState", "Member", "MembershipChange", "Message", "Transport", "TransportEvent"]
+__all__ = [
+    "END",
+    "LinkState",
+    "Member",
+    "MembershipChange",
+    "Message",
+    "Transport",
+    "TransportEvent",
+    "drain",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,23 @@ class LinkState:
 
 
 TransportEvent = Message | MembershipChange | LinkState
+
+#: put on a transport's event queue to end ``events()``
+END: Final = object()
+
+
+async def drain(queue: asyncio.Queue[TransportEvent | object]) -> AsyncIterator[TransportEvent]:
+    """``events()`` of a transport that queues its events: everything up to :data:`END`.
+
+    END is put back, so a second reader (or a later call) ends at once too.
+    """
+    while True:
+        item = await queue.get()
+        if item is END:
+            queue.put_nowait(END)
+            return
+        assert isinstance(item, Message | MembershipChange | LinkState)
+        yield item
 
 
 class Transport(abc.ABC):

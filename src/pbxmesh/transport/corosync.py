@@ -52,13 +52,21 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError, TransportClosed, TransportError
 from . import _cpg
-from .base import LinkState, Member, MembershipChange, Message, Transport, TransportEvent
+from .base import (
+    END,
+    LinkState,
+    Member,
+    MembershipChange,
+    Message,
+    Transport,
+    TransportEvent,
+    drain,
+)
 
 __all__ = ["CorosyncConfig", "CorosyncTransport"]
 
 log = logging.getLogger(__name__)
 
-_END = object()
 #: used when cpg_max_atomic_msgsize_get is not available (corosync 3.1: 1 MiB - 1024)
 _FALLBACK_MAX_MESSAGE = 1024 * 1024 - 1024
 
@@ -199,14 +207,8 @@ class CorosyncTransport(Transport):
                 except _cpg.CsGone as exc:
                     self._lost(conn, str(exc))
 
-    async def events(self) -> AsyncIterator[TransportEvent]:
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                self._queue.put_nowait(_END)  # a second reader ends too
-                return
-            assert isinstance(item, Message | MembershipChange | LinkState)
-            yield item
+    def events(self) -> AsyncIterator[TransportEvent]:
+        return drain(self._queue)
 
     async def close(self) -> None:
         if self._closed:
@@ -226,7 +228,7 @@ class CorosyncTransport(Transport):
                 log.debug("corosync leave group=%s: %s", self.config.group, exc)
         self._drop(conn)
         self._ready.set()  # wake senders: they see _closed
-        self._queue.put_nowait(_END)
+        self._queue.put_nowait(END)
         log.info("corosync left group=%s self=%s", self.config.group, self.self_id)
 
     # -- connection ------------------------------------------------------------------------------

@@ -14,11 +14,17 @@ import itertools
 from collections.abc import AsyncIterator, Iterable
 
 from ..errors import TransportClosed
-from .base import LinkState, Member, MembershipChange, Message, Transport, TransportEvent
+from .base import (
+    END,
+    Member,
+    MembershipChange,
+    Message,
+    Transport,
+    TransportEvent,
+    drain,
+)
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
-
-_CLOSED = object()
 
 
 class MemoryNetwork:
@@ -102,7 +108,7 @@ class MemoryNetwork:
     def crash(self, transport: MemoryTransport) -> None:
         """The member fails without leaving (as kill -9): the others see it leave, not cleanly."""
         self._leave(transport, clean=False)
-        transport._deliver(_CLOSED)
+        transport._deliver(END)
 
     def _reannounce(self, before: dict[str, int]) -> None:
         self._view += 1
@@ -162,20 +168,13 @@ class MemoryTransport(Transport):
         if not self._closed:
             self._queue.put_nowait(event)
 
-    async def events(self) -> AsyncIterator[TransportEvent]:
-        while True:
-            item = await self._queue.get()
-            if item is _CLOSED:
-                self._closed = True
-                self._queue.put_nowait(_CLOSED)  # a later events() call ends at once too
-                return
-            assert isinstance(item, Message | MembershipChange | LinkState)
-            yield item
+    def events(self) -> AsyncIterator[TransportEvent]:
+        return drain(self._queue)
 
     async def close(self) -> None:
         if self._closed:
             return
         if self._started:
             self._net._leave(self, clean=True)
-        self._queue.put_nowait(_CLOSED)
+        self._queue.put_nowait(END)
         self._closed = True

@@ -80,7 +80,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError, RemoteProtocolError, TransportClosed, TransportError
-from .base import LinkState, Member, MembershipChange, Message, Transport, TransportEvent
+from .base import (
+    END,
+    LinkState,
+    Member,
+    MembershipChange,
+    Message,
+    Transport,
+    TransportEvent,
+    drain,
+)
 
 if TYPE_CHECKING:
     from ..config import ClusterConfig
@@ -98,7 +107,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_END = object()
 _SAFE: Final = frozenset(string.ascii_letters + string.digits + "_-")
 _FALLBACK_MAX_PAYLOAD: Final = 1024 * 1024
 #: a timer this late (seconds) means our event loop was busy: see NatsTransport._forgive
@@ -481,14 +489,8 @@ class NatsTransport(Transport):
                 else:
                     await self._link.wait()
 
-    async def events(self) -> AsyncIterator[TransportEvent]:
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                self._queue.put_nowait(_END)  # a second reader ends too
-                return
-            assert isinstance(item, Message | MembershipChange | LinkState)
-            yield item
+    def events(self) -> AsyncIterator[TransportEvent]:
+        return drain(self._queue)
 
     async def close(self) -> None:
         if self._closed:
@@ -511,7 +513,7 @@ class NatsTransport(Transport):
         await self._abort(nc)
         self._joined.set()
         self._link.set()  # wake senders: they see _closed
-        self._queue.put_nowait(_END)
+        self._queue.put_nowait(END)
         log.info("nats left group=%s self=%s", self.config.group, self.self_id)
 
     # -- connection ------------------------------------------------------------------------------
@@ -622,7 +624,7 @@ class NatsTransport(Transport):
         self._closed = True
         self._joined.set()
         self._link.set()
-        self._queue.put_nowait(_END)
+        self._queue.put_nowait(END)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -258,20 +258,39 @@ class _Reader:
 
 
 def _decode_items(r: _Reader) -> tuple[Item, ...]:
+    # The hot path of every node (a snapshot is 100k items): offsets in locals, no helper
+    # calls per field. Every length is checked against the end before it is read.
     (count,) = r.unpack(_U16, "item count")
+    data, off, end = r.data, r.off, r.end
     items: list[Item] = []
+    append = items.append
+    unpack_device, unpack_mwi = _DEVICE_TAIL.unpack_from, _MWI_TAIL.unpack_from
     for i in range(count):
-        kind = r.take(1, "item kind")[0]
+        if off + 2 > end:
+            raise RemoteProtocolError(f"frame truncated in item {i} at byte {off}")
+        kind, n = data[off], data[off + 1]
+        off += 2
         if kind == KIND_DEVICE:
-            device = r.short_str(f"device name of item {i}")
-            state, version = r.unpack(_DEVICE_TAIL, f"item {i}")
-            items.append(DeviceItem(device, state, version))
+            tail = 9
         elif kind == KIND_MWI:
-            mailbox = r.short_str(f"mailbox of item {i}")
-            new, old, version = r.unpack(_MWI_TAIL, f"item {i}")
-            items.append(MwiItem(mailbox, new, old, version))
+            tail = 16
         else:
             raise RemoteProtocolError(f"item {i} has unknown kind {kind}")
+        if off + n + tail > end:
+            raise RemoteProtocolError(f"frame truncated in item {i} at byte {off}")
+        try:
+            name = data[off : off + n].decode("utf-8")
+        except UnicodeDecodeError:
+            raise RemoteProtocolError(f"the name of item {i} is not valid UTF-8") from None
+        off += n
+        if kind == KIND_DEVICE:
+            state, version = unpack_device(data, off)
+            append(DeviceItem(name, state, version))
+        else:
+            new, old, version = unpack_mwi(data, off)
+            append(MwiItem(name, new, old, version))
+        off += tail
+    r.off = off
     return tuple(items)
 
 
