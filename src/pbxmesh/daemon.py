@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from .clock import HybridClock, VersionFile
@@ -29,9 +32,45 @@ from .node import Node, NodeConfig, make_listener
 from .states import DeviceState
 from .transport.base import Transport
 
-__all__ = ["Daemon", "make_transport"]
+__all__ = ["Daemon", "OwnStateFile", "make_transport"]
 
 log = logging.getLogger(__name__)
+
+#: seconds between saves of this node's own assertions (and one more at stop)
+OWN_STATE_INTERVAL = 1.0
+
+
+class OwnStateFile:
+    """This node's own assertions (devices it asserted, mailboxes it wrote last), kept in the
+    state directory so that a restarted node serves and announces them again, as Asterisk
+    keeps ``devstate change`` values in its AstDB. Written atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            devices = [(str(d), int(s), int(v)) for d, s, v in data["devices"]]
+            mwi = [(str(m), int(n), int(o), int(v)) for m, n, o, v in data["mwi"]]
+        except FileNotFoundError:
+            return [], []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{self.path}: this node's saved state is unreadable ({exc}); fix or delete it "
+                "(deleting it forgets the states published with `pbxmesh publish`)"
+            ) from None
+        for _, state, _ in devices:
+            if not 0 <= state <= 8:
+                raise ConfigError(f"{self.path}: device state {state} is outside 0..8")
+        return devices, mwi
+
+    def save(
+        self, devices: list[tuple[str, int, int]], mwi: list[tuple[str, int, int, int]]
+    ) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"devices": devices, "mwi": mwi}), encoding="utf-8")
+        os.replace(tmp, self.path)
 
 
 def make_transport(cluster: ClusterConfig, node_name: str, security: Any = None) -> Transport:
@@ -115,6 +154,9 @@ class Daemon:
         )
         self.bridge: Any = None
         self.control: Any = None
+        self.own_file = OwnStateFile(state_dir / "own-state.json")
+        self._saver: asyncio.Task[None] | None = None
+        self._saved = 0
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
 
@@ -163,7 +205,13 @@ class Daemon:
             self.config.cluster.transport,
             self.config.cluster.group,
         )
+        devices, mwi = self.own_file.load()
+        if devices or mwi:
+            self.node.restore(devices, mwi)
+            log.info("restored own state devices=%d mailboxes=%d", len(devices), len(mwi))
+        self._saved = self.node.own_changes
         await self.node.start()
+        self._saver = asyncio.create_task(self._save_loop(), name="pbxmesh-own-state")
         self._wire_bridge()
         if self.config.asterisk is not None:
             self.bridge = self._make_bridge(self.config.asterisk)
@@ -196,11 +244,31 @@ class Daemon:
             }
         }
 
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(OWN_STATE_INTERVAL)
+            self._save_own()
+
+    def _save_own(self) -> None:
+        if self.node.own_changes == self._saved:
+            return
+        self._saved = self.node.own_changes
+        try:
+            self.own_file.save(*self.node.own_state())
+        except OSError as exc:
+            log.error("cannot save own state to %s: %s", self.own_file.path, exc)
+
     async def stop(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+            self._saver = None
         if self.control is not None:
             await self.control.close()
         if self.bridge is not None:
             await self.bridge.close()
+        self._save_own()
         await self.node.close()
 
     async def reload(self) -> None:

@@ -234,6 +234,8 @@ class Node:
         self._joined = asyncio.Event()
         self._closed = False
         self._resync_started = 0.0
+        #: counts this node's own assertions, so a saver knows when to write them
+        self.own_changes = 0
         #: called with the seconds from a frame's origin clock to its application here
         self.latency_observer: Callable[[float], None] | None = None
 
@@ -288,12 +290,37 @@ class Node:
         self._announce()
 
     # -- local assertions --------------------------------------------------------------------
+    def restore(
+        self,
+        devices: Iterable[tuple[str, int, int]],
+        mwi: Iterable[tuple[str, int, int, int]],
+    ) -> None:
+        """Take back this node's own assertions saved before a restart (call before start()).
+
+        They keep their versions; the clock is moved past them, and the snapshot sent at join
+        announces them. Newer assertions (the Asterisk bridge's resync) supersede them.
+        """
+        for device, state, version in devices:
+            self.clock.observe(version)
+            self.devices.apply(self.eid, device, state, version)
+        for mailbox, new, old, version in mwi:
+            self.clock.observe(version)
+            self.mwi.apply(self.eid, mailbox, new, old, version)
+        self.own_changes += 1
+
+    def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+        """This node's own assertions: its device slots and the mailboxes it wrote last."""
+        devices = [(d, int(s), v) for d, s, v in self.devices.snapshot(self.eid)]
+        mwi = [(r.mailbox, r.new, r.old, r.version) for r in self.mwi.written_by(self.eid)]
+        return devices, mwi
+
     def publish_device(self, device: str, state: DeviceState) -> DeviceChange | None:
         """Assert this node's own state for a device; returns the change of cluster value."""
         check_device_name(device)
         state = DeviceState(state)
         version = self.clock.tick()
         change = self.devices.apply(self.eid, device, int(state), version)
+        self.own_changes += 1
         self._enqueue(DeviceItem(device, int(state), version))
         if change is not None:
             self._emit_device(change)
@@ -306,6 +333,7 @@ class Node:
             raise StateError(f"message counts {new}/{old} must be between 0 and 2147483647")
         version = self.clock.tick()
         change = self.mwi.apply(self.eid, mailbox, new, old, version)
+        self.own_changes += 1
         self._enqueue(MwiItem(mailbox, new, old, version))
         if change is not None:
             self._emit_mwi(change)

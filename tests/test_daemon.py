@@ -1,0 +1,77 @@
+"""The daemon in-process over the in-memory transport: restarts keep this node's assertions."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from pbxmesh.config import load_config
+from pbxmesh.daemon import Daemon
+from pbxmesh.errors import ConfigError
+from pbxmesh.states import DeviceState
+from pbxmesh.transport.memory import MemoryNetwork
+from tests.test_node import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def config(tmp_path: Path, name: str):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[node]\nname = "{name}"\nstate_dir = "{tmp_path / name}"\n'
+        f'[control]\nlisten = "127.0.0.1:{free_port()}"\n'
+    )
+    return load_config(path)
+
+
+async def test_a_restarted_node_serves_and_announces_what_it_had_published(tmp_path) -> None:
+    net = MemoryNetwork()
+    a = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
+    b = Daemon(config(tmp_path, "b"), transport=net.new_transport("b"))
+    await a.start()
+    await b.start()
+    try:
+        a.node.publish_device("Custom:dnd1001", DeviceState.BUSY)
+        a.node.publish_mwi("1001@default", 4, 2)
+        await wait_for(lambda: b.node.devices.cluster_state("Custom:dnd1001") is DeviceState.BUSY)
+        eid = a.eid
+        await a.stop()
+        await wait_for(lambda: "Custom:dnd1001" not in b.node.devices)
+        again = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
+        assert again.eid == eid
+        await again.start()
+        try:
+            assert again.node.devices.cluster_state("Custom:dnd1001") is DeviceState.BUSY
+            await wait_for(
+                lambda: b.node.devices.cluster_state("Custom:dnd1001") is DeviceState.BUSY
+            )
+            record = b.node.mwi.get("1001@default")
+            assert record is not None and (record.new, record.old) == (4, 2)
+            # A new assertion after the restart is newer than the restored one everywhere.
+            again.node.publish_device("Custom:dnd1001", DeviceState.NOT_INUSE)
+            await wait_for(
+                lambda: b.node.devices.cluster_state("Custom:dnd1001") is DeviceState.NOT_INUSE
+            )
+        finally:
+            await again.stop()
+    finally:
+        await b.stop()
+
+
+def test_a_damaged_own_state_file_is_a_clear_error(tmp_path) -> None:
+    cfg = config(tmp_path, "a")
+    cfg.node.state_dir.mkdir(parents=True)
+    (cfg.node.state_dir / "own-state.json").write_text('{"devices": [["x", 42, 1]], "mwi": []}')
+    d = Daemon(cfg, transport=MemoryNetwork().new_transport("a"))
+    with pytest.raises(ConfigError, match=r"outside 0\.\.8"):
+        d.own_file.load()
+    (cfg.node.state_dir / "own-state.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="saved state is unreadable"):
+        d.own_file.load()
