@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import logging
 import time
@@ -458,19 +459,7 @@ class Node:
         return max(1, min(self.config.max_items_per_frame, by_size))
 
     async def _send_frame(self, f: Frame) -> None:
-        f = Frame(
-            type=f.type,
-            origin=self.eid,
-            seq=self.clock.tick(),
-            name=self.config.name,
-            channel=f.channel,
-            items=f.items,
-            as_of=f.as_of,
-            part=f.part,
-            parts=f.parts,
-            kinds=f.kinds,
-            interval_ms=f.interval_ms,
-        )
+        f = dataclasses.replace(f, origin=self.eid, seq=self.clock.tick(), name=self.config.name)
         signed = self.guard is not None and self.guard.signed
         data = wire.encode(f, signed=signed)
         if self.guard is not None:
