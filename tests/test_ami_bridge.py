@@ -181,3 +181,34 @@ async def test_reconnect_resync_both_ways(mesh: Harness) -> None:
     assert mesh.sim.pbx.custom_db["remote-Custom-gone"] == "INVALID"
     assert await hint_state(mesh.sim.port, "100") == "Idle"
     assert mesh.bridge.resyncs == 2
+
+
+async def test_names_the_cluster_cannot_carry_are_skipped_and_the_link_survives() -> None:
+    """Asterisk can hold a mailbox ``@emptybox`` or a count of -1; neither may end the link."""
+    from pbxmesh.ami.bridge import AmiBridge
+    from pbxmesh.ami.client import AmiConfig
+    from pbxmesh.errors import StateError
+    from tests.ami_helpers import SECRET, USER, FakeCluster, start_sim, wait_until
+
+    class Strict(FakeCluster):
+        def publish_mwi(self, mailbox_at_context: str, new: int, old: int) -> None:
+            if new < 0 or new > 0x7FFFFFFF:
+                raise StateError(f"message counts {new}/{old} out of range")
+            super().publish_mwi(mailbox_at_context, new, old)
+
+    sim = await start_sim()
+    sim.pbx.mwi_update("@emptybox", 1, 0)
+    sim.pbx.mwi_update("1000@default", 4294967295, 0)
+    cluster = Strict()
+    bridge = AmiBridge(cluster, AmiConfig.local("127.0.0.1", sim.port, USER, SECRET))
+    try:
+        await bridge.start()
+        async with asyncio.timeout(10):
+            await bridge.wait_synced()
+        assert bridge.skipped >= 2
+        sim.pbx.set_custom("Custom:mystate", "INUSE")
+        await wait_until(lambda: cluster.last("Custom:mystate") is not None, 5, "still shared")
+        assert bridge.client.connected
+    finally:
+        await bridge.close()
+        await sim.close()

@@ -38,8 +38,9 @@ async def test_a_restarted_node_serves_and_announces_what_it_had_published(tmp_p
     await a.start()
     await b.start()
     try:
-        a.node.publish_device("Custom:dnd1001", DeviceState.BUSY)
-        a.node.publish_mwi("1001@default", 4, 2)
+        a.node.publish_device("Custom:dnd1001", DeviceState.BUSY, keep=True)
+        a.node.publish_mwi("1001@default", 4, 2, keep=True)
+        a.node.publish_device("PJSIP/1001", DeviceState.INUSE)  # learned: Asterisk's to say
         await wait_for(lambda: b.node.devices.cluster_state("Custom:dnd1001") is DeviceState.BUSY)
         eid = a.eid
         await a.stop()
@@ -49,6 +50,7 @@ async def test_a_restarted_node_serves_and_announces_what_it_had_published(tmp_p
         await again.start()
         try:
             assert again.node.devices.cluster_state("Custom:dnd1001") is DeviceState.BUSY
+            assert "PJSIP/1001" not in again.node.devices
             await wait_for(
                 lambda: b.node.devices.cluster_state("Custom:dnd1001") is DeviceState.BUSY
             )
@@ -75,3 +77,39 @@ def test_a_damaged_own_state_file_is_a_clear_error(tmp_path) -> None:
     (cfg.node.state_dir / "own-state.json").write_text("{not json")
     with pytest.raises(ConfigError, match="saved state is unreadable"):
         d.own_file.load()
+
+
+async def test_the_control_api_refuses_what_a_web_page_could_forge(tmp_path) -> None:
+    import aiohttp
+
+    cfg = config(tmp_path, "a")
+    d = Daemon(cfg, transport=MemoryNetwork().new_transport("a"))
+    await d.start()
+    host, port = cfg.control.listen
+    base = f"http://{host}:{port}/api/v1"
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = '{"device": "Custom:x", "state": "BUSY"}'
+            # A cross-site form or no-cors fetch can only send "simple" content types.
+            async with http.post(
+                f"{base}/publish/device_state", data=body, headers={"Content-Type": "text/plain"}
+            ) as r:
+                assert r.status == 415
+            # DNS rebinding: a foreign host name pointing at 127.0.0.1.
+            async with http.get(f"{base}/devices", headers={"Host": "evil.example:80"}) as r:
+                assert r.status == 403
+            async with http.post(
+                f"{base}/publish/device_state",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as r:
+                assert r.status == 202
+            async with http.post(
+                f"{base}/publish/device_state",
+                data="{not json",
+                headers={"Content-Type": "application/json"},
+            ) as r:
+                assert r.status == 400 and "must be JSON" in (await r.json())["error"]
+        assert d.node.devices.cluster_state("Custom:x") is DeviceState.BUSY
+    finally:
+        await d.stop()

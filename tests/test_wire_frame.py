@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbxmesh.eid import EID
-from pbxmesh.errors import LocalProtocolError, RemoteProtocolError, StateError
+from pbxmesh.errors import RemoteProtocolError, StateError
 from pbxmesh.wire.frame import (
     SIGNATURE_SIZE,
     DeviceItem,
@@ -24,10 +24,12 @@ from pbxmesh.wire.frame import (
 EID1 = EID.parse("02:00:00:00:00:01")
 U64 = st.integers(0, 2**64 - 1)
 U32 = st.integers(0, 2**32 - 1)
+printable = st.characters(blacklist_categories=("Cc", "Cs"))  # names carry no control chars
 names = st.text(max_size=30).filter(lambda s: len(s.encode()) <= 64)
-devices = st.text(min_size=1, max_size=40).filter(lambda s: len(s.encode()) <= 255)
+devices = st.text(printable, min_size=1, max_size=40).filter(lambda s: len(s.encode()) <= 255)
 mailboxes = st.builds(
-    lambda a, b: f"{a}@{b}", devices.filter(lambda s: not s.startswith("@")), st.text(max_size=20)
+    lambda a, b: f"{a}@{b}", devices.filter(lambda s: not s.startswith("@")),
+    st.text(printable, max_size=20)
 ).filter(lambda s: len(s.encode()) <= 255)
 items = st.one_of(
     st.builds(DeviceItem, devices, st.integers(0, 8), U64),
@@ -136,10 +138,10 @@ def test_constructors_refuse_invalid_frames() -> None:
         Frame(type=FrameType.SNAPSHOT, origin=EID1, seq=1, parts=2, part=2)
     with pytest.raises(StateError):
         Frame(type=FrameType.HEARTBEAT, origin=EID1, seq=1, items=(DeviceItem("d", 1, 1),))
-    with pytest.raises(LocalProtocolError):
-        encode(
-            Frame(type=FrameType.CHANGES, origin=EID1, seq=1, items=(DeviceItem("é" * 200, 1, 1),))
-        )
+    with pytest.raises(StateError, match="longer than 255 bytes"):
+        DeviceItem("é" * 200, 1, 1)
+    with pytest.raises(StateError, match="control character"):
+        MwiItem("10\r\nAction: Logoff@default", 1, 0, 1)
 
 
 @given(st.binary(max_size=300))

@@ -19,10 +19,11 @@ The class is sans-IO apart from its optional persistence callback; the caller in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+
+from .files import atomic_write
 
 __all__ = ["HybridClock", "VersionFile", "version_millis"]
 
@@ -96,10 +97,4 @@ class VersionFile:
             return 0
 
     def save(self, version: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(f"{version}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, f"{version}\n")

@@ -138,6 +138,14 @@ class ControlServer:
     # -- middlewares -------------------------------------------------------------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # A web page the operator visits must not drive this API: POSTs need a JSON body
+        # (a cross-site form or no-cors fetch cannot send one without a preflight, which we
+        # never answer), and without a token only loopback host names are served (no DNS
+        # rebinding).
+        if request.method == "POST" and request.content_type != "application/json":
+            return _error(415, "send the request body as Content-Type: application/json")
+        if not self.token and _host_name(request.host) not in _LOOPBACK_NAMES:
+            return _error(403, f"host {request.host!r} refused: use 127.0.0.1 or set a token")
         if self.token and request.path != "/":
             given = request.headers.get("Authorization", "")
             supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
@@ -254,7 +262,7 @@ class ControlServer:
         if not isinstance(device, str) or not isinstance(state_text, str):
             raise StateError('send {"device": "Custom:name", "state": "INUSE"}')
         state = parse_state(state_text)
-        self.node.publish_device(device, state)
+        self.node.publish_device(device, state, keep=True)
         return web.json_response({"device": device, "state": state.name}, status=202)
 
     async def publish_mwi(self, request: web.Request) -> web.Response:
@@ -262,7 +270,7 @@ class ControlServer:
         mailbox, new, old = body.get("mailbox"), body.get("new"), body.get("old")
         if not isinstance(mailbox, str) or type(new) is not int or type(old) is not int:
             raise StateError('send {"mailbox": "1000@default", "new": 1, "old": 0}')
-        self.node.publish_mwi(mailbox, new, old)
+        self.node.publish_mwi(mailbox, new, old, keep=True)
         return web.json_response({"mailbox": mailbox, "new": new, "old": old}, status=202)
 
     # -- live -------------------------------------------------------------------------------
@@ -481,6 +489,15 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise StateError("the request body must be a JSON object")
     return body
+
+
+_LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _host_name(host: str) -> str:
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _error(status: int, message: str) -> web.Response:

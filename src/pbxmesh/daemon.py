@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -28,6 +28,7 @@ from .clock import HybridClock, VersionFile
 from .config import AsteriskConfig, ClusterConfig, Config, load_config
 from .eid import load_or_create_eid
 from .errors import ConfigError, PbxmeshError
+from .files import atomic_write
 from .node import Node, NodeConfig, make_listener
 from .states import DeviceState
 from .transport.base import Transport
@@ -68,9 +69,7 @@ class OwnStateFile:
     def save(
         self, devices: list[tuple[str, int, int]], mwi: list[tuple[str, int, int, int]]
     ) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"devices": devices, "mwi": mwi}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"devices": devices, "mwi": mwi}))
 
 
 def make_transport(cluster: ClusterConfig, node_name: str, security: Any = None) -> Transport:
@@ -264,12 +263,22 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._saver
             self._saver = None
-        if self.control is not None:
-            await self.control.close()
-        if self.bridge is not None:
-            await self.bridge.close()
+        # Each step on its own: a failing one must not keep the node from saving and leaving.
+        for step in (self._close_control, self._close_bridge):
+            try:
+                await step()
+            except PbxmeshError as exc:
+                log.error("while stopping: %s", exc)
         self._save_own()
         await self.node.close()
+
+    async def _close_control(self) -> None:
+        if self.control is not None:
+            await self.control.close()
+
+    async def _close_bridge(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.close()
 
     async def reload(self) -> None:
         """Re-read the configuration file (SIGHUP)."""
@@ -278,9 +287,16 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
-        if new.cluster != self.config.cluster or new.node != self.config.node:
+        needs_restart = [
+            name
+            for name in ("node", "cluster", "control", "security")
+            if getattr(new, name) != getattr(self.config, name)
+        ]
+        if needs_restart:
             log.warning(
-                "reload: [node] and [cluster] changes need a restart; applying channels and links"
+                "reload: changes to %s need a restart (systemctl restart pbxmesh); "
+                "applying channels and the Asterisk link only",
+                ", ".join(f"[{n}]" for n in needs_restart),
             )
         if new.channels != self.config.channels:
             self.node.reconfigure(new.channels)
@@ -294,7 +310,8 @@ class Daemon:
             if self.control is not None:
                 self.control.bridge = self.bridge
             log.info("reload: Asterisk link %s", "restarted" if new.asterisk else "removed")
-        self.config = new
+        # Only what was applied becomes the running configuration.
+        self.config = dataclasses.replace(self.config, channels=new.channels, asterisk=new.asterisk)
         log.info("reload done channels=%s", ",".join(c.name for c in new.channels))
 
     async def run(self) -> int:

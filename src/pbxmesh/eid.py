@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StateError
+from .files import atomic_write
 
 __all__ = ["EID", "load_or_create_eid"]
 
@@ -68,9 +69,6 @@ def load_or_create_eid(state_dir: Path, override: str | None = None) -> EID:
             return EID.parse(text)
         except StateError as exc:
             raise StateError(f"{path}: {exc}; delete the file to generate a new entity id") from exc
-    state_dir.mkdir(parents=True, exist_ok=True)
     eid = EID.generate()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{eid}\n", encoding="ascii")
-    os.replace(tmp, path)
+    atomic_write(path, f"{eid}\n")
     return eid

@@ -237,6 +237,8 @@ class Node:
         self._resync_started = 0.0
         #: counts this node's own assertions, so a saver knows when to write them
         self.own_changes = 0
+        #: (kind, name) of the assertions that are saved across restarts
+        self.kept: set[tuple[int, str]] = set()
         #: called with the seconds from a frame's origin clock to its application here
         self.latency_observer: Callable[[float], None] | None = None
 
@@ -269,9 +271,10 @@ class Node:
         await self.transport.close()
         if self.guard is not None:
             self.guard.flush()
-        for task in self._tasks:
+        tasks = list(self._tasks)  # done-callbacks remove finished tasks from the list
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         log.info("node stopped name=%s eid=%s", self.config.name, self.eid)
@@ -302,22 +305,50 @@ class Node:
         announces them. Newer assertions (the Asterisk bridge's resync) supersede them.
         """
         for device, state, version in devices:
+            try:
+                item = DeviceItem(check_device_name(device), state, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
             self.clock.observe(version)
-            self.devices.apply(self.eid, device, state, version)
+            self.devices.apply(self.eid, item.device, item.state, version)
+            self.kept.add((1, item.device))
         for mailbox, new, old, version in mwi:
+            try:
+                box = MwiItem(normalize_mailbox(mailbox), new, old, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
             self.clock.observe(version)
-            self.mwi.apply(self.eid, mailbox, new, old, version)
+            self.mwi.apply(self.eid, box.mailbox, new, old, version)
+            self.kept.add((2, box.mailbox))
         self.own_changes += 1
 
     def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
-        """This node's own assertions: its device slots and the mailboxes it wrote last."""
-        devices = [(d, int(s), v) for d, s, v in self.devices.snapshot(self.eid)]
-        mwi = [(r.mailbox, r.new, r.old, r.version) for r in self.mwi.written_by(self.eid)]
+        """This node's kept assertions (published with ``keep=True``, e.g. by the CLI): its
+        slots for those devices and those mailboxes it wrote last. States learned from
+        Asterisk are not kept: Asterisk is their source, and the bridge re-reads them."""
+        devices = [
+            (d, int(s), v) for d, s, v in self.devices.snapshot(self.eid) if (1, d) in self.kept
+        ]
+        mwi = [
+            (r.mailbox, r.new, r.old, r.version)
+            for r in self.mwi.written_by(self.eid)
+            if (2, r.mailbox) in self.kept
+        ]
         return devices, mwi
 
-    def publish_device(self, device: str, state: DeviceState) -> DeviceChange | None:
-        """Assert this node's own state for a device; returns the change of cluster value."""
+    def publish_device(
+        self, device: str, state: DeviceState, keep: bool = False
+    ) -> DeviceChange | None:
+        """Assert this node's own state for a device; returns the change of cluster value.
+
+        ``keep``: the state has no other source (the CLI, a script) and is saved across
+        restarts (see :meth:`own_state`).
+        """
         check_device_name(device)
+        if keep:
+            self.kept.add((1, device))
         state = DeviceState(state)
         version = self.clock.tick()
         change = self.devices.apply(self.eid, device, int(state), version)
@@ -327,9 +358,11 @@ class Node:
             self._emit_device(change)
         return change
 
-    def publish_mwi(self, mailbox: str, new: int, old: int) -> MwiChange | None:
-        """Assert message counts for ``mailbox[@context]`` as this node."""
+    def publish_mwi(self, mailbox: str, new: int, old: int, keep: bool = False) -> MwiChange | None:
+        """Assert message counts for ``mailbox[@context]`` as this node (``keep``: as above)."""
         mailbox = normalize_mailbox(mailbox)
+        if keep:
+            self.kept.add((2, mailbox))
         if not (0 <= new <= 0x7FFFFFFF and 0 <= old <= 0x7FFFFFFF):
             raise StateError(f"message counts {new}/{old} must be between 0 and 2147483647")
         version = self.clock.tick()
@@ -406,7 +439,7 @@ class Node:
 
     # -- sending -----------------------------------------------------------------------------
     def _enqueue(self, item: DeviceItem | MwiItem) -> None:
-        key = (1, item.device) if isinstance(item, DeviceItem) else (2, item.mailbox)
+        key = _queue_key(item)
         self._queue.pop(key, None)  # a newer state goes to the back of the line
         self._queue[key] = item
         self._wake.set()
@@ -419,7 +452,7 @@ class Node:
             self._wake.clear()
             try:
                 await self._flush()
-            except PbxmeshError as exc:
+            except (PbxmeshError, ValueError) as exc:
                 # The transport reconnects by itself; the queue is kept and a resync follows.
                 log.warning("sending failed, will retry after reconnect: %s", exc)
                 await asyncio.sleep(0.2)
@@ -449,13 +482,12 @@ class Node:
                         _count(self.stats.changes_out, channel.name, len(items))
             except BaseException:
                 for item in batch:  # put back what was not sent, unless superseded meanwhile
-                    key = (1, item.device) if isinstance(item, DeviceItem) else (2, item.mailbox)
-                    self._queue.setdefault(key, item)
+                    self._queue.setdefault(_queue_key(item), item)
                 raise
 
     def _items_per_frame(self) -> int:
-        # A device item is at most 1 + 1 + 255 + 9 bytes; keep well under the message size.
-        by_size = max(1, (self.transport.max_message_size - 512) // 266)
+        # An item is at most 1 + 1 + 255 + 16 bytes (MWI); keep under the message size.
+        by_size = max(1, (self.transport.max_message_size - 512) // 273)
         return max(1, min(self.config.max_items_per_frame, by_size))
 
     async def _send_frame(self, f: Frame) -> None:
@@ -571,7 +603,8 @@ class Node:
                     "grant it in [security.peers]",
                 )
         self.clock.observe(f.seq)
-        _count(self.stats.frames_in, f.channel or "-")
+        # Channels we do not have are counted together: a peer cannot grow our labels.
+        _count(self.stats.frames_in, f.channel if f.channel in self._channels else "-")
         if self.latency_observer is not None and f.type is FrameType.CHANGES:
             lag = time.time() - version_millis(f.seq) / 1000.0
             self.latency_observer(max(0.0, lag))
@@ -580,7 +613,8 @@ class Node:
             case FrameType.CHANGES:
                 self._apply_items(f.origin, f.channel, items)
             case FrameType.SNAPSHOT:
-                self._gather_snapshot(f, items)
+                if f.channel in self._channels:  # nothing to gather for a channel we lack
+                    self._gather_snapshot(f, items)
             case FrameType.LEAVE:
                 self._drop(f.origin)
             case FrameType.SYNC_REQUEST:
@@ -626,7 +660,8 @@ class Node:
                 mchange = self.mwi.apply(origin, item.mailbox, item.new, item.old, item.version)
                 if mchange is not None:
                     self._emit_mwi(mchange)
-        _count(self.stats.changes_in, channel, n)
+        if n:
+            _count(self.stats.changes_in, channel, n)  # n > 0 only for a channel we have
         self._update_remote(touched)
 
     def _gather_snapshot(self, f: Frame, items: tuple[DeviceItem | MwiItem, ...]) -> None:
@@ -757,6 +792,10 @@ class Node:
                 self._remote_cache[device] = state
             for listener in self.listeners:
                 listener.on_remote_device(device, state)
+
+
+def _queue_key(item: DeviceItem | MwiItem) -> tuple[int, str]:
+    return (1, item.device) if isinstance(item, DeviceItem) else (2, item.mailbox)
 
 
 def _kind(item: DeviceItem | MwiItem) -> str:

@@ -10,7 +10,7 @@ this order (guard clauses; the first failure rejects the frame with a stable rea
 2. ``unknown-origin`` — the frame's node name is not in the cluster's list of nodes;
 3. ``bad-signature``  — the signature does not verify with that node's public key;
 4. ``wrong-origin``   — the frame asserts an EID that is not that node's. A node's EID is
-   derived from its public key (see :func:`eid_for_key`) unless the peer entry pins one;
+   derived from its public key (see :func:`eid_for_key`);
 5. ``replay``         — the frame's sequence is not newer than the last one accepted from that
    node. Sequences are the sender's persisted clock, so they increase across its restarts;
    the receiver keeps the last accepted sequence per node in its state directory, so the
@@ -32,6 +32,7 @@ import binascii
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -45,10 +46,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .eid import EID
 from .errors import ConfigError, SecurityError, StateError
+from .files import atomic_write
 from .wire.frame import SIGNATURE_SIZE, DeviceItem, Frame, MwiItem, signed_part
 
 if TYPE_CHECKING:
     from .config import SecurityConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Peer",
@@ -190,7 +194,11 @@ class SignatureGuard:
                 raise SecurityError("unsigned", f"unsigned frame from {frame.name or frame.origin}")
             return frame.items
         if not self._peers:
-            return frame.items  # signing but no list of nodes yet: nothing to check against
+            if self._require:
+                raise SecurityError(
+                    "unknown-origin", "signatures are required but no node is listed in peers"
+                )
+            return frame.items  # signing, but no list of nodes yet: nothing to check against
         peer = self._peers.get(frame.name)
         if peer is None:
             raise SecurityError(
@@ -231,9 +239,11 @@ class SignatureGuard:
         """Save the last accepted sequence of each node (called often, and at close)."""
         if not self._dirty or self._replay_file is None:
             return
-        tmp = self._replay_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._last_seq, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self._replay_file)
+        try:
+            atomic_write(self._replay_file, json.dumps(self._last_seq, sort_keys=True))
+        except OSError as exc:  # keep accepting frames; the file is retried next time
+            log.error("cannot save replay state to %s: %s", self._replay_file, exc)
+            return
         self._dirty = False
 
 
@@ -274,5 +284,10 @@ def build_guard(security: SecurityConfig, eid: EID, name: str, state_dir: Path) 
     require = security.require_signatures or bool(peers)
     if require and key is None:
         raise ConfigError("[security] peers are listed but this node has no key: set key")
+    if security.require_signatures and not peers:
+        raise ConfigError(
+            "[security] require_signatures is set but no peer is listed: list every node "
+            "(with its public key) in [security.peers.NAME]"
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     return SignatureGuard(key, peers, require, replay_file=state_dir / "replay.json")

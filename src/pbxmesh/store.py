@@ -52,17 +52,19 @@ _STATES: Final = tuple(DeviceState)
 _INVALID: Final = int(DeviceState.INVALID)
 EMPTY: Final = -1  # an origin with no slot for a device (slots are never negative)
 _NONE: Final = 15  # "no cluster value yet" in the record's first cell
-MAX_DEVICE_CHARS: Final = 79  # Asterisk cuts longer device names (AST_MAX_EXTENSION - 1)
+MAX_DEVICE_BYTES: Final = 79  # Asterisk cuts longer device names (AST_MAX_EXTENSION - 1)
+MAX_MAILBOX_BYTES: Final = 255  # what one wire item carries
 
 
 def check_device_name(device: str) -> str:
     """Validate a device name as Asterisk would accept it; returns it unchanged."""
     if not device:
         raise StateError("a device name cannot be empty")
-    if len(device) > MAX_DEVICE_CHARS:
+    size = len(device.encode("utf-8", "surrogatepass"))
+    if size > MAX_DEVICE_BYTES:
         raise StateError(
-            f"device name {device[:20]!r}… has {len(device)} characters; Asterisk cuts device "
-            f"names to {MAX_DEVICE_CHARS}, so use a shorter one"
+            f"device name {device[:20]!r}… is {size} bytes; Asterisk cuts device names at "
+            f"{MAX_DEVICE_BYTES}, so use a shorter one"
         )
     if any(ord(c) < 32 or c == "\x7f" for c in device):
         raise StateError(f"device name {device!r} contains a control character")
@@ -82,9 +84,12 @@ def normalize_mailbox(mailbox: str) -> str:
     box, _, context = mailbox.strip().partition("@")
     if not box:
         raise StateError(f"mailbox {mailbox!r} has an empty mailbox part; expected MAILBOX@CONTEXT")
-    if any(ord(c) < 32 for c in mailbox):
+    if any(ord(c) < 32 or c == "\x7f" for c in mailbox):
         raise StateError(f"mailbox {mailbox!r} contains a control character")
-    return f"{box}@{context or 'default'}"
+    result = f"{box}@{context or 'default'}"
+    if len(result.encode("utf-8", "surrogatepass")) > MAX_MAILBOX_BYTES:
+        raise StateError(f"mailbox {mailbox[:20]!r}… is longer than {MAX_MAILBOX_BYTES} bytes")
+    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,8 +54,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from ..errors import AmiActionError, AmiError, ConfigError, StateError
+from ..errors import AmiActionError, AmiError, ConfigError, PbxmeshError, StateError
 from ..states import DeviceState, parse_state
+from ..store import MAX_DEVICE_BYTES, normalize_mailbox
 from .client import AmiClient, AmiConfig
 from .codec import Event
 
@@ -72,7 +73,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE: Final = "Custom:remote-{device}"
 #: Longest device name Asterisk publishes (ast_devstate_changed's 80-byte buffer).
-MAX_DEVICE_NAME: Final = 79
+MAX_DEVICE_NAME: Final = MAX_DEVICE_BYTES
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.@+#*~=-]")
 _UNKNOWN_COMMAND: Final = "invalid/unknown command"
 #: Most counterpart writes (Setvar) in flight at once.
@@ -176,10 +177,6 @@ def _count(text: str | None) -> int:
         return -1
 
 
-def _normalise_mailbox(mailbox: str) -> str:
-    return mailbox if "@" in mailbox else f"{mailbox}@default"
-
-
 class AmiBridge:
     """Bridges one Asterisk and the cluster; see the module docstring."""
 
@@ -211,6 +208,9 @@ class AmiBridge:
         #: Counters: syncs completed, local publishes, echoes swallowed.
         self.resyncs = 0
         self.published = 0
+        #: local names the cluster cannot carry (logged once each)
+        self.skipped = 0
+        self._warned_names: set[str] = set()
         self.echoes = 0
 
     async def start(self) -> None:
@@ -308,6 +308,8 @@ class AmiBridge:
                     await self._write_mwi(box, *self._dirty_mwi.pop(box))
             except AmiError as exc:
                 log.debug("remote write interrupted error=%s", exc)
+            except PbxmeshError as exc:  # e.g. a name AMI cannot carry: never end the writer
+                log.warning("remote write refused error=%s", exc)
             finally:
                 self._writing = False
                 self._settled.set()
@@ -374,8 +376,12 @@ class AmiBridge:
                 return  # an event newer than this list item was already published
             if not from_list:
                 self._changed_during_sync.add(device)
+        try:
+            self.cluster.publish_device(device, state)
+        except StateError as exc:  # a name the cluster cannot carry: skip it, keep the link
+            self._skip(device, exc)
+            return
         self.published += 1
-        self.cluster.publish_device(device, state)
 
     def _local_mwi(
         self,
@@ -396,7 +402,11 @@ class AmiBridge:
                 pass
             self.echoes += 1
             return
-        box = _normalise_mailbox(mailbox)
+        try:
+            box = normalize_mailbox(mailbox)
+        except StateError as exc:
+            self._skip(mailbox, exc)
+            return
         if not mailbox or not self.shares_mailbox(box):
             return
         if self._syncing:
@@ -405,8 +415,18 @@ class AmiBridge:
                 return
             if not from_list:
                 self._changed_during_sync.add(key)
+        try:
+            self.cluster.publish_mwi(box, *counts)
+        except StateError as exc:
+            self._skip(box, exc)
+            return
         self.published += 1
-        self.cluster.publish_mwi(box, *counts)
+
+    def _skip(self, name: str, exc: StateError) -> None:
+        self.skipped += 1
+        if name not in self._warned_names and len(self._warned_names) < 1000:
+            self._warned_names.add(name)
+            log.warning("not shared: %s", exc)
 
     # -- resync --------------------------------------------------------------------------------
 

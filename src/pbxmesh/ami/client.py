@@ -38,7 +38,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AmiActionError, AmiError, ConfigError, RemoteProtocolError
+from ..errors import AmiActionError, AmiError, ConfigError, PbxmeshError, RemoteProtocolError
 from .codec import (
     CLOSED,
     NEED_DATA,
@@ -207,6 +207,8 @@ class AmiClient:
                 await self._run_connection()
             except (OSError, TimeoutError, AmiError, RemoteProtocolError) as exc:
                 log.warning("AMI connection failed peer=%s error=%s", self.peer, exc)
+            except PbxmeshError as exc:  # a bug or bad data in a hook: reconnect, never stop
+                log.error("AMI connection ended by an error peer=%s error=%s", self.peer, exc)
             finally:
                 if self._logged_in.is_set():
                     attempt = 0

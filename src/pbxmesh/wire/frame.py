@@ -40,6 +40,7 @@ Signing is not done here: :func:`encode` can leave room for a signature computed
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Final
@@ -94,6 +95,18 @@ _SNAP: Final = struct.Struct(">QHHB")
 _MAX_U64: Final = (1 << 64) - 1
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_name(what: str, name: str) -> None:
+    # Names end up in AMI lines, logs and hints: no control characters, and one byte of
+    # length on the wire. (Only names over 63 characters can exceed 255 bytes.)
+    if _CONTROL.search(name):
+        raise StateError(f"{what} {name[:40]!r} contains a control character")
+    if len(name) > 63 and len(name.encode("utf-8", "surrogatepass")) > 255:
+        raise StateError(f"{what} {name[:20]!r}… is longer than 255 bytes")
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceItem:
     """One origin's state for a device, at a version."""
@@ -109,6 +122,7 @@ class DeviceItem:
             raise StateError(f"version {self.version} does not fit in 64 bits")
         if not self.device:
             raise StateError("device name cannot be empty")
+        _check_name("device name", self.device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,7 @@ class MwiItem:
             raise StateError(f"version {self.version} does not fit in 64 bits")
         if "@" not in self.mailbox or self.mailbox.startswith("@"):
             raise StateError(f"mailbox {self.mailbox!r} is not MAILBOX@CONTEXT")
+        _check_name("mailbox", self.mailbox)
 
 
 Item = DeviceItem | MwiItem
