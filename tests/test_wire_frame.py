@@ -28,8 +28,9 @@ printable = st.characters(blacklist_categories=("Cc", "Cs"))  # names carry no c
 names = st.text(max_size=30).filter(lambda s: len(s.encode()) <= 64)
 devices = st.text(printable, min_size=1, max_size=40).filter(lambda s: len(s.encode()) <= 255)
 mailboxes = st.builds(
-    lambda a, b: f"{a}@{b}", devices.filter(lambda s: not s.startswith("@")),
-    st.text(printable, max_size=20)
+    lambda a, b: f"{a}@{b}",
+    devices.filter(lambda s: not s.startswith("@")),
+    st.text(printable, max_size=20),
 ).filter(lambda s: len(s.encode()) <= 255)
 items = st.one_of(
     st.builds(DeviceItem, devices, st.integers(0, 8), U64),
