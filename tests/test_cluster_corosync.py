@@ -55,6 +55,7 @@ class Expect:
     def __init__(self) -> None:
         self.slots: dict[str, dict[str, str]] = {}  # device -> {eid: state}
         self.mwi: dict[str, tuple[int, int, str]] = {}  # mailbox -> (new, old, eid)
+        self.dropped: dict[str, dict[str, str]] = {}  # eid -> {device: state} it had
 
     def device(self, node: NodeProcess, eid: str, device: str, state: str) -> None:
         node.publish_device(device, state)
@@ -66,10 +67,19 @@ class Expect:
 
     def drop(self, eid: str) -> None:
         """The origin's node left: its device slots go; its MWI stays (as in Asterisk)."""
+        self.dropped[eid] = {d: o[eid] for d, o in self.slots.items() if eid in o}
         for device in list(self.slots):
             self.slots[device].pop(eid, None)
             if not self.slots[device]:
                 del self.slots[device]
+
+    def restore(self, eid: str) -> dict[str, str]:
+        """The origin's node restarted: the states it published through the API come back
+        (kept in its state directory). Returns them."""
+        kept = self.dropped.pop(eid, {})
+        for device, state in kept.items():
+            self.slots.setdefault(device, {})[eid] = state
+        return kept
 
     def devices_json(self) -> list[dict[str, Any]]:
         return [
@@ -173,15 +183,17 @@ def test_leave_kill_and_restart_drop_and_restore_slots(loopback: CorosyncInstanc
         wait_converged([one, two], 5, exp.matches)
         assert sigterm_drop < 1.0, f"slots of a node that left stayed {sigterm_drop:.3f} s"
 
-        # restart with the same state_dir: same EID; it republishes only part of its state
+        # restart with the same state_dir: same EID; the states it had published through the
+        # API come back (kept in its state directory), then it changes one of them
         t0 = time.monotonic()
         three.start()
         assert three.eid() == eids[2]
+        kept = exp.restore(eids[2])
         exp.device(three, eids[2], "PJSIP/300", "RINGING")
         exp.mailbox(three, eids[2], "3000@default", 3, 1)
         wait_converged(nodes, 15, exp.matches)
         restart_converge = time.monotonic() - t0
-        assert three.slots_of(eids[2]) == {"PJSIP/300": "RINGING"}  # nothing stale
+        assert three.slots_of(eids[2]) == {**kept, "PJSIP/300": "RINGING"}
 
         # kill -9: corosync reports PROCDOWN
         two.kill()
@@ -193,13 +205,14 @@ def test_leave_kill_and_restart_drop_and_restore_slots(loopback: CorosyncInstanc
         t0 = time.monotonic()
         two.start()
         assert two.eid() == eids[1]
+        kept = exp.restore(eids[1])  # saved long before the kill, so nothing was lost
         exp.device(two, eids[1], "PJSIP/200", "BUSY")
         exp.device(two, eids[1], "Custom:shared", "INUSE")
         exp.mailbox(two, eids[1], "2000@default", 0, 2)
         store, _ = wait_converged(nodes, 15, exp.matches)
         kill_restart = time.monotonic() - t0
         exp.assert_matches(store)
-        assert two.slots_of(eids[1]) == {"PJSIP/200": "BUSY", "Custom:shared": "INUSE"}
+        assert two.slots_of(eids[1]) == {**kept, "PJSIP/200": "BUSY", "Custom:shared": "INUSE"}
         record(
             "loopback leave/kill",
             sigterm_to_dropped=sigterm_drop,

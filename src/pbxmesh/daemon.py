@@ -244,8 +244,14 @@ class Daemon:
         }
 
     async def _save_loop(self) -> None:
+        # A kept assertion (CLI, script) is saved at once; other changes of our own slots at
+        # least every OWN_STATE_INTERVAL.
+        kept = self.node.kept_changed
         while True:
-            await asyncio.sleep(OWN_STATE_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OWN_STATE_INTERVAL):
+                    await kept.wait()
+            kept.clear()
             self._save_own()
 
     def _save_own(self) -> None:

@@ -239,6 +239,8 @@ class Node:
         self.own_changes = 0
         #: (kind, name) of the assertions that are saved across restarts
         self.kept: set[tuple[int, str]] = set()
+        #: set when a kept assertion is made, so it is saved at once
+        self.kept_changed = asyncio.Event()
         #: called with the seconds from a frame's origin clock to its application here
         self.latency_observer: Callable[[float], None] | None = None
 
@@ -349,6 +351,7 @@ class Node:
         check_device_name(device)
         if keep:
             self.kept.add((1, device))
+            self.kept_changed.set()
         state = DeviceState(state)
         version = self.clock.tick()
         change = self.devices.apply(self.eid, device, int(state), version)
@@ -363,6 +366,7 @@ class Node:
         mailbox = normalize_mailbox(mailbox)
         if keep:
             self.kept.add((2, mailbox))
+            self.kept_changed.set()
         if not (0 <= new <= 0x7FFFFFFF and 0 <= old <= 0x7FFFFFFF):
             raise StateError(f"message counts {new}/{old} must be between 0 and 2147483647")
         version = self.clock.tick()
