@@ -300,12 +300,13 @@ def test_drill_pbxmesh_kill9_restart(
     t1 = time.monotonic()
     two.start()
     assert two.eid() == eids[1]
+    kept = exp.restore(eids[1])  # what it had published through the API comes back
     exp.device(two, eids[1], "PJSIP/200", "INUSE")
     exp.mailbox(two, eids[1], "2000@default", 4, 4)
     store, _ = wait_converged(nodes, 20, exp.matches, interval=0.05)
     converge = time.monotonic() - t1
     exp.assert_matches(store)
-    assert two.slots_of(eids[1]) == {"PJSIP/200": "INUSE"}  # nothing stale of its last life
+    assert two.slots_of(eids[1]) == {**kept, "PJSIP/200": "INUSE"}
     record(
         "netns pbxmesh kill -9 (node 2)",
         kill_to_dropped=detect,
