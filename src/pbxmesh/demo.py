@@ -385,7 +385,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pbxmesh demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="pbxmesh demo",
+        description="Start a local three-server cluster (corosync, three simulated Asterisk "
+        "servers, three pbxmesh nodes) and play the 2009 tutorial's test.",
+    )
     parser.add_argument("--no-wait", action="store_true", help="stop after the scenario")
     parser.add_argument("--keep", action="store_true", help="keep the demo's files and logs")
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temp dir)")
