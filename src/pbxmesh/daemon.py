@@ -31,6 +31,7 @@ from .errors import ConfigError, PbxmeshError
 from .files import atomic_write
 from .node import Node, NodeConfig, make_listener
 from .states import DeviceState
+from .tasks import cancel_and_wait
 from .transport.base import Transport
 
 __all__ = ["Daemon", "OwnStateFile", "make_transport"]
@@ -264,11 +265,8 @@ class Daemon:
             log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 
     async def stop(self) -> None:
-        if self._saver is not None:
-            self._saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._saver
-            self._saver = None
+        await cancel_and_wait(self._saver)
+        self._saver = None
         # Each step on its own: a failing one must not keep the node from saving and leaving.
         for step in (self._close_control, self._close_bridge):
             try:

@@ -64,6 +64,7 @@ from .store import (
     check_device_name,
     normalize_mailbox,
 )
+from .tasks import cancel_and_wait
 from .transport.base import LinkState, Member, MembershipChange, Message, Transport
 from .wire import frame as wire
 from .wire.frame import DeviceItem, Frame, FrameType, MwiItem
@@ -273,12 +274,7 @@ class Node:
         await self.transport.close()
         if self.guard is not None:
             self.guard.flush()
-        tasks = list(self._tasks)  # done-callbacks remove finished tasks from the list
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)  # a copy: done-callbacks edit the list
         log.info("node stopped name=%s eid=%s", self.config.name, self.eid)
 
     def reconfigure(self, channels: tuple[ChannelConfig, ...]) -> None:

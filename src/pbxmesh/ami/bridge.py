@@ -57,6 +57,7 @@ from typing import Final, Protocol
 from ..errors import AmiActionError, AmiError, ConfigError, PbxmeshError, StateError
 from ..states import DeviceState, parse_state
 from ..store import MAX_DEVICE_BYTES, normalize_mailbox
+from ..tasks import cancel_and_wait
 from .client import AmiClient, AmiConfig
 from .codec import Event
 
@@ -220,11 +221,8 @@ class AmiBridge:
 
     async def close(self) -> None:
         await self.client.close()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        await cancel_and_wait(self._writer)
+        self._writer = None
 
     async def wait_synced(self) -> None:
         """Wait until a resync has completed since the last call (wrap in asyncio.timeout)."""

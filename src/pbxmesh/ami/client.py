@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AmiActionError, AmiError, ConfigError, PbxmeshError, RemoteProtocolError
+from ..tasks import cancel_and_wait
 from .codec import (
     CLOSED,
     NEED_DATA,
@@ -185,10 +186,7 @@ class AmiClient:
             with contextlib.suppress(AmiError, TimeoutError, OSError):
                 await self._send(Action.of("Logoff"), time_limit=1.0)
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for queue in self._queues:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)

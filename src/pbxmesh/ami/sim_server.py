@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ..errors import RemoteProtocolError
 from ..states import extension_state_text
+from ..tasks import cancel_and_wait
 from .codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event, Response, Role
 from .sim_dialplan import output_lines
 from .sim_pbx import SimPbx
@@ -136,11 +137,8 @@ class SimServer:
     async def close(self) -> None:
         """Stop listening and drop every session (as an Asterisk that stops)."""
         self._closing = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
+        await cancel_and_wait(self._flusher)
+        self._flusher = None
         self.pbx.flush()
         if self._server is not None:
             self._server.close()
@@ -150,11 +148,7 @@ class SimServer:
             await asyncio.sleep(0)
         for session in list(self._sessions):
             session.writer.close()
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._handlers)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

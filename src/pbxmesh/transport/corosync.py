@@ -51,6 +51,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..errors import ConfigError, TransportClosed, TransportError
+from ..tasks import cancel_and_wait
 from . import _cpg
 from .base import (
     END,
@@ -214,10 +215,7 @@ class CorosyncTransport(Transport):
         if self._closed:
             return
         self._closed = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect_task
+        await cancel_and_wait(self._reconnect_task)
         conn = self._conn
         if conn is not None and conn.joined:
             try:

@@ -80,6 +80,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError, RemoteProtocolError, TransportClosed, TransportError
+from ..tasks import cancel_and_wait
 from .base import (
     END,
     LinkState,
@@ -496,10 +497,7 @@ class NatsTransport(Transport):
         if self._closed:
             return
         self._closed = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await cancel_and_wait(self._ticker)
         for task in list(self._tasks):
             task.cancel()
         nc = self._nc
