@@ -41,7 +41,10 @@ async def test_node_killed_is_seen_as_unclean_leave_and_rejoins(
         )
         detected = time.monotonic() - killed
         assert left["clean"] == [False]
-        assert left["view"] > view["view"]
+        # The view is the totem ring seq known when the CPG change is delivered; corosync
+        # sends the ring's own confchg just after, so it may not have advanced yet (see
+        # transport/corosync.py). What holds is that it never goes back.
+        assert left["view"] >= view["view"]
         await two.log.wait_for(
             lambda items: next((e for e in items if e["ev"] == "link" and not e["up"]), None),
             10,
