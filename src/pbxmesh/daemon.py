@@ -73,7 +73,7 @@ class OwnStateFile:
         atomic_write(self.path, json.dumps({"devices": devices, "mwi": mwi}))
 
 
-def make_transport(cluster: ClusterConfig, node_name: str, security: Any = None) -> Transport:
+def make_transport(cluster: ClusterConfig, node_name: str) -> Transport:
     """The transport named by ``[cluster] transport``; backends are imported lazily."""
     if cluster.transport == "corosync":
         from .transport.corosync import CorosyncConfig, CorosyncTransport

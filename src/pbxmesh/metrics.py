@@ -134,7 +134,7 @@ class Metrics(Collector):
         )
         queues.add_metric(["cluster_out"], node.queue_depth)
         if bridge is not None:
-            queues.add_metric(["asterisk_out"], _bridge_queue_depth(bridge))
+            queues.add_metric(["asterisk_out"], bridge.queue_depth)
         control = self.control
         if control is not None:
             queues.add_metric(["events_out"], control.events_backlog())
@@ -173,12 +173,3 @@ class Metrics(Collector):
                 "Open /api/v1/events streams (lamp pages)",
                 value=control.event_clients(),
             )
-
-
-def _bridge_queue_depth(bridge: Any) -> int:
-    """Remote states and MWI waiting to be written to Asterisk (superseded by key)."""
-    depth = getattr(bridge, "queue_depth", None)
-    if isinstance(depth, int):
-        return depth
-    # The bridge keeps them in two dicts and has no public count yet.
-    return len(getattr(bridge, "_dirty_devices", ())) + len(getattr(bridge, "_dirty_mwi", ()))

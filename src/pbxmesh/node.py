@@ -380,14 +380,11 @@ class Node:
 
     def remote_devices(self) -> dict[str, DeviceState]:
         """Every device some other origin holds, with the aggregate of the others' slots."""
-        out = {}
-        for device, _ in self.devices.devices():
-            state = self.devices.state_excluding(device, self.eid)
-            if state is not DeviceState.INVALID or any(
-                o != self.eid for o in self.devices.slots_of(device)
-            ):
-                out[device] = state
-        return out
+        return {
+            device: self.devices.state_excluding(device, self.eid)
+            for device, _ in self.devices.devices()
+            if any(o != self.eid for o in self.devices.slots_of(device))
+        }
 
     def remote_mwi(self) -> dict[str, tuple[int, int]]:
         """Mailboxes whose last writer is another node: ``mailbox@context -> (new, old)``."""
@@ -559,8 +556,8 @@ class Node:
             except Exception:  # a bug must not stop the node; say so loudly
                 log.exception("error handling %s", type(event).__name__)
 
-    def _reject(self, reason: str, origin: str, message: str) -> None:
-        _count(self.stats.rejected, reason)
+    def _reject(self, reason: str, origin: str, message: str, count: int = 1) -> None:
+        _count(self.stats.rejected, reason, count)
         if (origin, reason) not in self._warned:
             self._warned.add((origin, reason))
             log.warning("frame rejected reason=%s origin=%s: %s", reason, origin, message)
@@ -590,10 +587,8 @@ class Node:
                 self._reject(exc.reason, f.name or str(f.origin), str(exc))
                 return
             if len(items) < len(f.items):
-                denied = [i for i in f.items if i not in items]
-                self.stats.rejected["unauthorised"] = (
-                    self.stats.rejected.get("unauthorised", 0) + len(denied) - 1
-                )
+                kept = set(items)
+                denied = [i for i in f.items if i not in kept]
                 first = denied[0]
                 what = first.device if isinstance(first, DeviceItem) else first.mailbox
                 self._reject(
@@ -601,6 +596,7 @@ class Node:
                     f.name or str(f.origin),
                     f"node {f.name!r} may not assert {what!r} ({len(denied)} item(s) dropped); "
                     "grant it in [security.peers]",
+                    count=len(denied),
                 )
         self.clock.observe(f.seq)
         # Channels we do not have are counted together: a peer cannot grow our labels.

@@ -229,6 +229,11 @@ class AmiBridge:
         await self._sync_done.wait()
         self._sync_done.clear()
 
+    @property
+    def queue_depth(self) -> int:
+        """Remote states and MWI waiting to be written to Asterisk (superseded by name)."""
+        return len(self._dirty_devices) + len(self._dirty_mwi)
+
     def _busy(self) -> bool:
         return bool(self._dirty_devices or self._dirty_mwi or self._syncing or self._writing)
 
