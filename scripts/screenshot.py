@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -24,18 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.harness.browser import CHROMIUM_ARGS, chromium_in_netns  # noqa: E402
 from tests.harness.nodes import NodeProcess, node_group, private_loopback, wait_until  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PORT = 18785  # inside our own netns
 
 # (node index, device, state): what each "server" asserts. Custom:reception is asserted by two.
@@ -74,17 +64,6 @@ MAILBOXES: list[tuple[int, str, int, int]] = [
     (2, "3002@sales", 0, 1),
 ]
 SELECTED = "Custom:reception"
-
-
-def chromium_in_netns(netns: str, workdir: Path) -> Path:
-    """A wrapper that runs the system chromium inside ``netns`` (Playwright execs it)."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        raise SystemExit("screenshot: chromium is not installed (apt-get install chromium)")
-    wrapper = workdir / "chromium-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {netns} {chromium} "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return wrapper
 
 
 def populate(nodes: list[NodeProcess]) -> None:

@@ -15,9 +15,7 @@ under ``CI=true``, where they fail.
 
 from __future__ import annotations
 
-import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -29,27 +27,14 @@ from typing import Any
 
 import pytest
 
-from tests.harness.fixtures import require_corosync
+from tests.harness.browser import CHROMIUM_ARGS, chromium_in_netns, chromium_path
+from tests.harness.fixtures import require_corosync, skip_or_fail
 from tests.harness.nodes import NodeProcess, node_group, private_loopback, wait_until
 
 pytestmark = [pytest.mark.integration]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LAMP_DEADLINE = 1.0  # seconds from the CLI's answer to the lamp showing the new state
 PORT = 18765  # inside our own netns: nothing else listens there
-
-
-def chromium_path() -> str | None:
-    return os.environ.get("PBXMESH_CHROMIUM") or shutil.which("chromium")
 
 
 def browser_missing_reason() -> str | None:
@@ -64,12 +49,7 @@ def browser_missing_reason() -> str | None:
 
 def require_browser() -> None:
     """Skip (or, under CI=true, fail) unless chromium and playwright are here."""
-    reason = browser_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and the browser tests cannot run: {reason}")
-    pytest.skip(reason)
+    skip_or_fail(browser_missing_reason(), "the browser")
 
 
 class Cluster:
@@ -115,12 +95,8 @@ def cluster() -> Iterator[Cluster]:
 def browser(cluster: Cluster) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    chromium = chromium_path()
-    assert chromium is not None
     tmp = Path(tempfile.mkdtemp(prefix="pbxm-chromium-"))
-    wrapper = tmp / "chromium-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {cluster.netns} {chromium} "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    wrapper = chromium_in_netns(cluster.netns, tmp)
     try:
         with sync_playwright() as pw:
             b = pw.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)

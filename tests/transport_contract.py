@@ -165,6 +165,15 @@ async def running(backend: Backend) -> AsyncIterator[tuple[Transport, EventLog]]
         await log.aclose()
 
 
+async def peer_in_view(backend: Backend, log: EventLog) -> Peer:
+    """Start a second member and wait until our view has it."""
+    peer = await backend.peer()
+    await log.wait_for(
+        change_where(lambda c: peer.member_id in ids(c.members)), backend.timeout, "peer in view"
+    )
+    return peer
+
+
 # -- the contract ----------------------------------------------------------------------------------
 async def test_first_event_is_membership_with_self(transport_backend: Backend) -> None:
     transport = transport_backend.transport()
@@ -184,12 +193,7 @@ async def test_first_event_is_membership_with_self(transport_backend: Backend) -
 
 async def test_send_delivers_to_every_member_including_self(transport_backend: Backend) -> None:
     async with running(transport_backend) as (transport, log):
-        peer = await transport_backend.peer()
-        await log.wait_for(
-            change_where(lambda c: peer.member_id in ids(c.members)),
-            transport_backend.timeout,
-            "peer in view",
-        )
+        peer = await peer_in_view(transport_backend, log)
         await transport.send(b"from-local")
         await peer.send(b"from-peer")
         timeout = transport_backend.timeout
@@ -211,12 +215,7 @@ async def test_per_sender_fifo_without_loss(transport_backend: Backend) -> None:
     n = FIFO_COUNT
     timeout = transport_backend.timeout * 3
     async with running(transport_backend) as (transport, log):
-        peer = await transport_backend.peer()
-        await log.wait_for(
-            change_where(lambda c: peer.member_id in ids(c.members)),
-            transport_backend.timeout,
-            "peer in view",
-        )
+        peer = await peer_in_view(transport_backend, log)
         await peer.send_seq("p", n)  # runs concurrently with our own sends
         for i in range(n):
             await transport.send(f"t{i}".encode())
@@ -262,12 +261,7 @@ async def test_close_is_seen_as_clean_leave_and_ends_events(transport_backend: B
     await transport.start()
     log = EventLog(transport)
     try:
-        peer = await transport_backend.peer()
-        await log.wait_for(
-            change_where(lambda c: peer.member_id in ids(c.members)),
-            transport_backend.timeout,
-            "peer in view",
-        )
+        peer = await peer_in_view(transport_backend, log)
         me = transport.self_id
         began = time.monotonic()
         await transport.close()
@@ -290,12 +284,7 @@ async def test_close_is_seen_as_clean_leave_and_ends_events(transport_backend: B
 
 async def test_peer_close_is_seen_as_clean_leave(transport_backend: Backend) -> None:
     async with running(transport_backend) as (transport, log):
-        peer = await transport_backend.peer()
-        await log.wait_for(
-            change_where(lambda c: peer.member_id in ids(c.members)),
-            transport_backend.timeout,
-            "peer in view",
-        )
+        peer = await peer_in_view(transport_backend, log)
         await peer.close()
         change = await log.wait_for(
             change_where(lambda c: peer.member_id in ids(c.left)),
@@ -318,12 +307,7 @@ async def test_send_after_close_raises_transport_closed(transport_backend: Backe
 
 async def test_large_message_up_to_max_message_size(transport_backend: Backend) -> None:
     async with running(transport_backend) as (transport, log):
-        peer = await transport_backend.peer()
-        await log.wait_for(
-            change_where(lambda c: peer.member_id in ids(c.members)),
-            transport_backend.timeout,
-            "peer in view",
-        )
+        peer = await peer_in_view(transport_backend, log)
         size = transport.max_message_size
         assert size >= 64 * 1024
         data = (bytes(range(256)) * (size // 256 + 1))[:size]

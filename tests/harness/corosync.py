@@ -229,12 +229,24 @@ def _check_ipc_free() -> None:
 
 
 @contextlib.contextmanager
-def loopback_corosync(base: Path | None = None, quorum: bool = False) -> Iterator[CorosyncInstance]:
-    """One corosync on 127.0.0.1 in the current netns, in a temp dir; stopped on exit."""
-    _check_ipc_free()
+def loopback_corosync(
+    base: Path | None = None, quorum: bool = False, private_netns: bool = False
+) -> Iterator[CorosyncInstance]:
+    """One corosync on 127.0.0.1 in a temp dir; stopped and removed on exit.
+
+    It runs in the current netns, or with ``private_netns`` in a fresh one of its own
+    (``instance.netns``) where another corosync on the host (a neighbour's test run) cannot
+    collide with it.
+    """
+    netns = f"pbxm{secrets.token_hex(2)}lo" if private_netns else None
+    if netns is None:
+        _check_ipc_free()
     workdir = Path(tempfile.mkdtemp(prefix="pbxm-corosync-", dir=base))
-    inst = CorosyncInstance(workdir=workdir)
+    inst = CorosyncInstance(workdir=workdir, netns=netns)
     try:
+        if netns is not None:
+            _run(["ip", "netns", "add", netns])
+            _run(["ip", "-n", netns, "link", "set", "lo", "up"])
         inst.conf.write_text(
             _corosync_conf(
                 workdir=workdir,
@@ -249,6 +261,8 @@ def loopback_corosync(base: Path | None = None, quorum: bool = False) -> Iterato
         yield inst
     finally:
         inst.stop()
+        if netns is not None:
+            _run(["ip", "netns", "del", netns], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -16,17 +16,28 @@ import pytest
 from .corosync import Cluster, CorosyncInstance, corosync_missing_reason, loopback_corosync
 from .corosync import three_node_cluster as _three_node_cluster
 
-__all__ = ["corosync_cluster", "corosync_group", "corosync_loopback", "require_corosync"]
+__all__ = [
+    "corosync_cluster",
+    "corosync_group",
+    "corosync_loopback",
+    "require_corosync",
+    "skip_or_fail",
+]
+
+
+def skip_or_fail(reason: str | None, what: str) -> None:
+    """Skip with ``reason`` when something a test needs is missing, except under CI=true,
+    where it fails: CI must never skip silently."""
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {what} tests cannot run: {reason}")
+    pytest.skip(reason)
 
 
 def require_corosync(netns: bool = False) -> None:
     """Skip (or, under CI=true, fail) unless corosync can run here."""
-    reason = corosync_missing_reason(netns=netns)
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and corosync tests cannot run: {reason}")
-    pytest.skip(reason)
+    skip_or_fail(corosync_missing_reason(netns=netns), "corosync")
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,12 @@ when ``CI=true``: CI must never skip silently, so there they fail.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 
 import pytest
 
+from .fixtures import skip_or_fail
 from .nats import NatsCluster, NatsServer, nats_missing_reason, single_server, three_server_cluster
 
 __all__ = ["nats_cluster", "nats_group", "nats_server", "require_nats"]
@@ -20,12 +20,7 @@ __all__ = ["nats_cluster", "nats_group", "nats_server", "require_nats"]
 
 def require_nats() -> None:
     """Skip (or, under CI=true, fail) unless nats-server and nats-py are available."""
-    reason = nats_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and NATS tests cannot run: {reason}")
-    pytest.skip(reason)
+    skip_or_fail(nats_missing_reason(), "NATS")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .corosync import CorosyncInstance, HarnessError, _corosync_conf, _run
+from .corosync import CorosyncInstance, HarnessError, loopback_corosync
 
 __all__ = [
     "NodeProcess",
@@ -357,32 +357,6 @@ def node_group(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def private_loopback() -> Iterator[CorosyncInstance]:
-    """One corosync on 127.0.0.1 inside a fresh netns (``instance.netns``); all removed on exit.
-
-    Same settings as :func:`tests.harness.corosync.loopback_corosync`, but never in the host's
-    netns: another corosync there (a neighbour's test run) cannot collide with it.
-    """
-    netns = f"pbxm{secrets.token_hex(2)}lo"
-    workdir = Path(tempfile.mkdtemp(prefix="pbxm-loopback-"))
-    inst = CorosyncInstance(workdir=workdir, netns=netns)
-    try:
-        _run(["ip", "netns", "add", netns])
-        _run(["ip", "-n", netns, "link", "set", "lo", "up"])
-        inst.conf.write_text(
-            _corosync_conf(
-                workdir=workdir,
-                cluster_name="pbxmci",
-                nodes=[(1, "ci1", "127.0.0.1")],
-                token_ms=None,
-                keyfile=None,
-                quorum=False,
-            )
-        )
-        inst.start()
-        yield inst
-    finally:
-        inst.stop()
-        _run(["ip", "netns", "del", netns], check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
+def private_loopback() -> contextlib.AbstractContextManager[CorosyncInstance]:
+    """One corosync on 127.0.0.1 inside a fresh netns (``instance.netns``); all removed on exit."""
+    return loopback_corosync(private_netns=True)
