@@ -20,9 +20,9 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from pbxmesh.ami import codec as _ami_codec  # noqa: F401 - instrumented for the ami target
     from pbxmesh.eid import EID
     from pbxmesh.errors import RemoteProtocolError
+    from pbxmesh.links.ami import codec as _ami_codec  # noqa: F401 - instrumented for the ami target
     from pbxmesh.wire import asterisk, frame
 
 E = EID.parse("02:00:00:00:00:01")
@@ -90,7 +90,7 @@ def _target(target: str):  # type: ignore[no-untyped-def]
                     pass
 
         return one
-    from pbxmesh.ami.codec import CLOSED, NEED_DATA, AmiCodec, Role
+    from pbxmesh.links.ami.codec import CLOSED, NEED_DATA, AmiCodec, Role
 
     def one(data: bytes) -> None:
         # Both roles, fed whole and in two pieces: messages or RemoteProtocolError only.

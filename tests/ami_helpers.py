@@ -8,10 +8,19 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pbxmesh.ami.codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event, Response, Role
-from pbxmesh.ami.sim_dialplan import parse_hints
-from pbxmesh.ami.sim_pbx import SimPbx
-from pbxmesh.ami.sim_server import SimServer
+from pbxmesh.links.ami.codec import (
+    CLOSED,
+    NEED_DATA,
+    Action,
+    AmiCodec,
+    Banner,
+    Event,
+    Response,
+    Role,
+)
+from pbxmesh.pbxsim.dialplan import parse_hints
+from pbxmesh.pbxsim.pbx import SimPbx
+from pbxmesh.pbxsim.server import SimServer
 from pbxmesh.states import DeviceState, aggregate
 
 USER = "admin"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from ami_helpers import SECRET, USER, FakeCluster, RawAmi, start_sim, wait_until
-from pbxmesh.ami.bridge import AmiBridge, BridgeConfig, counterpart_name, hint_lines
-from pbxmesh.ami.client import AmiConfig
-from pbxmesh.ami.codec import Action
-from pbxmesh.ami.sim_server import SimServer
 from pbxmesh.errors import ConfigError
+from pbxmesh.links.ami.bridge import AmiBridge, BridgeConfig, counterpart_name, hint_lines
+from pbxmesh.links.ami.client import AmiConfig
+from pbxmesh.links.ami.codec import Action
+from pbxmesh.pbxsim.server import SimServer
 from pbxmesh.states import DeviceState
 
 MESH_DIALPLAN = "\n".join(
@@ -185,9 +185,9 @@ async def test_reconnect_resync_both_ways(mesh: Harness) -> None:
 
 async def test_names_the_cluster_cannot_carry_are_skipped_and_the_link_survives() -> None:
     """Asterisk can hold a mailbox ``@emptybox`` or a count of -1; neither may end the link."""
-    from pbxmesh.ami.bridge import AmiBridge
-    from pbxmesh.ami.client import AmiConfig
     from pbxmesh.errors import StateError
+    from pbxmesh.links.ami.bridge import AmiBridge
+    from pbxmesh.links.ami.client import AmiConfig
     from tests.ami_helpers import SECRET, USER, FakeCluster, start_sim, wait_until
 
     class Strict(FakeCluster):

@@ -8,9 +8,18 @@ import contextlib
 import pytest
 
 from ami_helpers import SECRET, USER, start_sim, wait_until
-from pbxmesh.ami.client import AmiClient, AmiConfig
-from pbxmesh.ami.codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event, Response, Role
 from pbxmesh.errors import AmiActionError, AmiError, ConfigError
+from pbxmesh.links.ami.client import AmiClient, AmiConfig
+from pbxmesh.links.ami.codec import (
+    CLOSED,
+    NEED_DATA,
+    Action,
+    AmiCodec,
+    Banner,
+    Event,
+    Response,
+    Role,
+)
 
 
 def config(port: int, **kw) -> AmiConfig:

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pbxmesh.ami.codec import (
+from pbxmesh.errors import LocalProtocolError, RemoteProtocolError
+from pbxmesh.links.ami.codec import (
     CLOSED,
     NEED_DATA,
     Action,
@@ -18,7 +19,6 @@ from pbxmesh.ami.codec import (
     Response,
     Role,
 )
-from pbxmesh.errors import LocalProtocolError, RemoteProtocolError
 
 
 def drain(codec: AmiCodec) -> list[object]:

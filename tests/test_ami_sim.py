@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ami_helpers import SECRET, USER, RawAmi, start_sim
-from pbxmesh.ami.codec import Action, Event, Response
-from pbxmesh.ami.sim import main, parse_listen
+from pbxmesh.links.ami.codec import Action, Event, Response
+from pbxmesh.pbxsim.main import main, parse_listen
 
 HINTS_HEADER = ["", "    -= Registered Asterisk Dial Plan Hints =-"]
 

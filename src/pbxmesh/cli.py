@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _SUBPROGRAMS = {
-    "sim": "pbxmesh.ami.sim",
+    "sim": "pbxmesh.pbxsim.main",
     "demo": "pbxmesh.demo",
     "nats-accounts": "pbxmesh.nats_accounts",
 }
@@ -375,7 +375,7 @@ def _publish(client: _Client, args: argparse.Namespace) -> int:
 
 
 def _dialplan_hints(args: argparse.Namespace) -> int:
-    from .ami.bridge import DEFAULT_TEMPLATE, hint_lines
+    from .links.ami.bridge import DEFAULT_TEMPLATE, hint_lines
 
     template = args.template
     if template is None:

@@ -37,7 +37,7 @@ from .states import DeviceState, parse_state
 from .store import DeviceChange, MwiChange
 
 if TYPE_CHECKING:
-    from .ami.bridge import AmiBridge
+    from .links.ami.bridge import AmiBridge
 
 __all__ = ["API_PREFIX", "ControlServer", "device_json", "member_json"]
 

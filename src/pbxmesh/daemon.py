@@ -162,8 +162,8 @@ class Daemon:
 
     # -- Asterisk link -----------------------------------------------------------------------
     def _make_bridge(self, ast: AsteriskConfig) -> Any:
-        from .ami.bridge import AmiBridge, BridgeConfig
-        from .ami.client import AmiConfig
+        from .links.ami.bridge import AmiBridge, BridgeConfig
+        from .links.ami.client import AmiConfig
 
         host, port = ast.ami
         bridge = AmiBridge(

@@ -54,10 +54,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from ..errors import AmiActionError, AmiError, ConfigError, PbxmeshError, StateError
-from ..states import DeviceState, parse_state
-from ..store import MAX_DEVICE_BYTES, normalize_mailbox
-from ..tasks import cancel_and_wait
+from ...errors import AmiActionError, AmiError, ConfigError, PbxmeshError, StateError
+from ...states import DeviceState, parse_state
+from ...store import MAX_DEVICE_BYTES, normalize_mailbox
+from ...tasks import cancel_and_wait
 from .client import AmiClient, AmiConfig
 from .codec import Event
 

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ...errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "CLOSED",

@@ -17,8 +17,8 @@ Theory of operation
 
 Every action gets an ``ActionID``; its answer resolves a future keyed by that id. List actions
 (``EventList: start`` … ``XxxComplete``) are gathered by a
-:class:`~pbxmesh.ami.codec.ListAssembler` and resolve with a
-:class:`~pbxmesh.ami.codec.ListResponse`. Other events go, in wire order, to the ``on_event``
+:class:`~pbxmesh.links.ami.codec.ListAssembler` and resolve with a
+:class:`~pbxmesh.links.ami.codec.ListResponse`. Other events go, in wire order, to the ``on_event``
 callback (it runs on the reading task and must not block) and to every :meth:`events`
 iterator (bounded queues; a full queue drops and counts).
 
@@ -38,8 +38,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AmiActionError, AmiError, ConfigError, PbxmeshError, RemoteProtocolError
-from ..tasks import cancel_and_wait
+from ...errors import AmiActionError, AmiError, ConfigError, PbxmeshError, RemoteProtocolError
+from ...tasks import cancel_and_wait
 from .codec import (
     CLOSED,
     NEED_DATA,

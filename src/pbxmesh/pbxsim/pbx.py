@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import ConfigError
+from ..links.ami.codec import Event
 from ..states import (
     DeviceState,
     ExtensionState,
@@ -42,8 +43,7 @@ from ..states import (
     device_to_extension_state,
     hint_devices,
 )
-from .codec import Event
-from .sim_dialplan import (
+from .dialplan import (
     Hint,
     format_devstate_list,
     format_show_hint,

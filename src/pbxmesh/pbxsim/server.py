@@ -8,7 +8,7 @@ the banner ``Asterisk Call Manager/13.0.0``; until it logs in only ``Login``, ``
 log in within ``auth_timeout`` is closed. A failed login is answered after ``login_fail_delay``
 (1 s in Asterisk) and the connection is closed.
 
-Actions mutate the :class:`~pbxmesh.ami.sim_pbx.SimPbx`; the events that raises are queued on
+Actions mutate the :class:`~pbxmesh.pbxsim.pbx.SimPbx`; the events that raises are queued on
 every logged-in session whose ``Events`` setting accepts them and flushed after the action's
 response, so a client always sees a ``Setvar`` answer before the ``DeviceStateChange`` it
 caused. Answers are laid out as Asterisk writes them: ``Response``, then ``ActionID`` if the
@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import RemoteProtocolError
+from ..links.ami.codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event, Response, Role
 from ..states import extension_state_text
 from ..tasks import cancel_and_wait
-from .codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event, Response, Role
-from .sim_dialplan import output_lines
-from .sim_pbx import SimPbx
+from .dialplan import output_lines
+from .pbx import SimPbx
 
 __all__ = ["AMI_VERSION", "SimServer"]
 

@@ -4,11 +4,11 @@ Usage::
 
     pbxmesh sim --listen HOST:PORT --username USER --secret SECRET
                 [--dialplan extensions.conf] [--state-dir DIR]
-    python -m pbxmesh.ami.sim --listen 127.0.0.1:5038 --username admin --secret s3cret
+    python -m pbxmesh.pbxsim.main --listen 127.0.0.1:5038 --username admin --secret s3cret
 
-It speaks the subset of AMI that pbxmesh uses (see :mod:`pbxmesh.ami.sim_server`) with the
+It speaks the subset of AMI that pbxmesh uses (see :mod:`pbxmesh.pbxsim.server`) with the
 state rules of func_devstate, the device-state cache, hints and res_mwi_external (see
-:mod:`pbxmesh.ami.sim_pbx`). The reference document is its specification; every difference
+:mod:`pbxmesh.pbxsim.pbx`). The reference document is its specification; every difference
 from real Asterisk is a bug. With ``--state-dir`` the custom device states and mailboxes
 survive a restart and are republished at start, as Asterisk does with its AstDB.
 """
@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .sim_dialplan import Hint, load_hints
-from .sim_pbx import SimPbx
-from .sim_server import SimServer
+from .dialplan import Hint, load_hints
+from .pbx import SimPbx
+from .server import SimServer
 
 __all__ = ["build_parser", "main", "parse_listen", "run"]
 

@@ -1,0 +1,1 @@
+"""A PBX simulator that serves AMI as real Asterisk does: a tool for tests and the demo."""
