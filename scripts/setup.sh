@@ -14,6 +14,21 @@ if [ "${PBXMESH_NO_BROWSER:-}" = "" ]; then
     # The lamp page's browser tests drive the system's chromium (headless).
     command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)
 fi
+# A real Asterisk for the tests marked `asterisk` (it is not part of pbxmesh): unpacked into
+# .asterisk/ from a build tarball beside the checkout, or the one PBXMESH_ASTERISK_TARBALL names.
+ast_tarball="${PBXMESH_ASTERISK_TARBALL:-}"
+if [ -z "$ast_tarball" ]; then
+    for f in ../shared/asterisk/asterisk-*.tar.xz; do
+        if [ -f "$f" ]; then ast_tarball="$f"; fi
+    done
+fi
+if [ -n "$ast_tarball" ]; then
+    command -v xz >/dev/null || need_apt+=(xz-utils)
+    command -v nsenter >/dev/null || need_apt+=(util-linux)
+    for lib in libjansson4 libedit2 libsqlite3-0 libssl3 libuuid1 libxml2 libxslt1.1; do
+        dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need_apt+=("$lib")
+    done
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing ${need_apt[*]}; run as root or: apt-get install -y ${need_apt[*]}" >&2
@@ -27,6 +42,16 @@ fi
 # demo and tests start their own, so stop the packaged one if it was started here.
 if command -v systemctl >/dev/null && systemctl is-active --quiet corosync 2>/dev/null; then
     systemctl stop corosync || true
+fi
+
+if [ -n "$ast_tarball" ]; then
+    stamp=".asterisk/.unpacked-$(basename "$ast_tarball")"
+    if [ ! -e "$stamp" ]; then
+        rm -rf .asterisk
+        mkdir -p .asterisk
+        tar -C .asterisk -xJf "$ast_tarball"
+        touch "$stamp"
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .asterisk import asterisk_missing_reason
 from .corosync import Cluster, CorosyncInstance, corosync_missing_reason, loopback_corosync
 from .corosync import three_node_cluster as _three_node_cluster
 
@@ -20,6 +21,7 @@ __all__ = [
     "corosync_cluster",
     "corosync_group",
     "corosync_loopback",
+    "require_asterisk",
     "require_corosync",
     "skip_or_fail",
 ]
@@ -60,3 +62,9 @@ def corosync_cluster() -> Iterator[Cluster]:
     require_corosync(netns=True)
     with _three_node_cluster(token_ms=1000) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def require_asterisk() -> None:
+    """Skip (or, under CI=true, fail) unless a real Asterisk can be started here."""
+    skip_or_fail(asterisk_missing_reason(), "real-Asterisk")
