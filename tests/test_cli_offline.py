@@ -64,3 +64,25 @@ def test_dialplan_hints_join_each_device_with_its_counterpart(tmp_path: Path) ->
 def test_sim_rejects_bad_arguments_with_exit_2() -> None:
     out = run_cli("sim", "--listen", "nowhere", "--username", "u", "--secret", "s")
     assert out.returncode == 2 and "HOST:PORT" in out.stderr
+
+
+def test_config_and_json_are_taken_before_and_after_the_command(tmp_path: Path) -> None:
+    from pbxmesh.cli import _parser
+
+    for argv in (
+        ["-c", "a.toml", "--json", "devices"],
+        ["devices", "-c", "a.toml", "--json"],
+        ["--json", "devices", "--config", "a.toml"],
+        ["-c", "b.toml", "devices", "--json", "-c", "a.toml"],  # the later one wins
+    ):
+        ns = _parser().parse_args(argv)
+        assert (ns.command, ns.config, ns.json) == ("devices", "a.toml", True), argv
+    ns = _parser().parse_args(["publish", "device_state", "Custom:x", "BUSY", "--json"])
+    assert ns.json and ns.kind == "device_state"
+    assert not _parser().parse_args(["members"]).json
+    # Through the real command: the file named after `run` is the one read.
+    missing = tmp_path / "missing.toml"
+    for argv in (["run", "-c", str(missing)], ["devices", "--json", "-c", str(missing)]):
+        out = run_cli(*argv)
+        assert out.returncode == 2, out.stderr
+        assert str(missing) in out.stderr and "unrecognized" not in out.stderr

@@ -52,42 +52,50 @@ def _parser() -> argparse.ArgumentParser:
         help=f"configuration file (default {DEFAULT_CONFIG}, or $PBXMESH_CONFIG)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    # The same two options after the command (`pbxmesh run -c FILE`, `pbxmesh devices --json`):
+    # SUPPRESS keeps a value given before the command when none is given after it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run this server's node (the daemon)")
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    run = add("run", help="run this server's node (the daemon)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub.add_parser("check-config", help="validate the configuration file and exit")
-    sub.add_parser("members", help="cluster members (as ais clm show members)")
-    sub.add_parser("channels", help="event channels (as ais evt show event channels)")
-    dev = sub.add_parser("devices", help="devices: cluster value and each server's state")
+    add("check-config", help="validate the configuration file and exit")
+    add("members", help="cluster members (as ais clm show members)")
+    add("channels", help="event channels (as ais evt show event channels)")
+    dev = add("devices", help="devices: cluster value and each server's state")
     dev.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'PJSIP/1*'")
-    sub.add_parser("hints", help="the linked Asterisk's hints and their states")
-    mwi = sub.add_parser("mwi", help="mailboxes: counts and last writer")
+    add("hints", help="the linked Asterisk's hints and their states")
+    mwi = add("mwi", help="mailboxes: counts and last writer")
     mwi.add_argument("pattern", nargs="?", help="glob pattern, e.g. '10*@default'")
-    sub.add_parser("status", help="health of the node, its transport and links")
-    pub = sub.add_parser("publish", help="assert a state as this node")
+    add("status", help="health of the node, its transport and links")
+    pub = add("publish", help="assert a state as this node")
     pubsub = pub.add_subparsers(dest="kind", metavar="KIND", required=True)
-    pd = pubsub.add_parser("device_state", help="publish device_state DEVICE STATE")
+    pd = pubsub.add_parser(
+        "device_state", help="publish device_state DEVICE STATE", parents=[common]
+    )
     pd.add_argument("device")
     pd.add_argument("state")
-    pm = pubsub.add_parser("mwi", help="publish mwi MAILBOX@CONTEXT NEW OLD")
+    pm = pubsub.add_parser("mwi", help="publish mwi MAILBOX@CONTEXT NEW OLD", parents=[common])
     pm.add_argument("mailbox")
     pm.add_argument("new", type=int)
     pm.add_argument("old", type=int)
-    hl = sub.add_parser(
+    hl = add(
         "dialplan-hints",
         help="print extensions.conf hint lines joining each device with its remote counterpart",
     )
     hl.add_argument("mapping", nargs="+", metavar="EXTEN=DEVICE", help="e.g. 1234=Custom:mystate")
     hl.add_argument("--context", default="default")
     hl.add_argument("--template", default=None, help="counterpart template (default from config)")
-    kg = sub.add_parser("keygen", help="make an Ed25519 key pair for signing this node's frames")
+    kg = add("keygen", help="make an Ed25519 key pair for signing this node's frames")
     kg.add_argument("--out", default=None, help="private key file (default STATE_DIR/node.key)")
-    sub.add_parser("sim", help="run the AMI PBX simulator (see pbxmesh sim --help)", add_help=False)
-    sub.add_parser("demo", help="start a local 3-node demo cluster", add_help=False)
-    sub.add_parser(
-        "nats-accounts", help="generate nats-server accounts for the cluster", add_help=False
-    )
+    add("sim", help="run the AMI PBX simulator (see pbxmesh sim --help)", add_help=False)
+    add("demo", help="start a local 3-node demo cluster", add_help=False)
+    add("nats-accounts", help="generate nats-server accounts for the cluster", add_help=False)
     return p
 
 
