@@ -15,7 +15,7 @@ HINTS_HEADER = ["", "    -= Registered Asterisk Dial Plan Hints =-"]
 
 
 def hint_line(key: str, app: str, state: str) -> str:
-    return f"{key:<30}: {app:<60}  State:{state:<15} Presence:{'not_set':<15} Watchers  0"
+    return f"{key:<30}: {app:<60}  State:{state:<15} Presence:{'not_set':<15} Watchers  1"
 
 
 @pytest.fixture

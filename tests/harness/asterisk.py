@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-AMI_USER = "pbxmesh"
-AMI_SECRET = "pbxmesh-test-secret"
+AMI_USER = "admin"  # the same account as the simulator in tests/ami_helpers.py
+AMI_SECRET = "s3cret"
 
 #: What the AMI link needs: Custom: devices, hints, DeviceStateChange, MWIUpdate/MWIGet.
 AMI_MODULES: tuple[str, ...] = (
@@ -143,7 +143,6 @@ class Asterisk:
             f"astlogdir => {self.workdir / 'log'}\n"
             "[options]\n"
             f"entityid = {self.eid}\n"
-            f"systemname = {self.name}\n"
         )
         (self.etc / "modules.conf").write_text(
             "[modules]\nautoload = no\n" + "".join(f"load => {m}.so\n" for m in self.modules)

@@ -91,10 +91,14 @@ def load_hints(path: Path) -> list[Hint]:
 
 
 def format_hint_line(hint: Hint, state_text: str, presence: str = "not_set") -> str:
-    """``%-30.30s: %-60.60s  State:%-15.15s Presence:%-15.15s Watchers %2zd`` (0 watchers)."""
+    """``%-30.30s: %-60.60s  State:%-15.15s Presence:%-15.15s Watchers %2zd``.
+
+    One watcher: Asterisk's manager itself watches every hint (a real Asterisk with AMI loaded
+    and no phone subscribed shows 1); the simulator has no SIP subscribers to add.
+    """
     return (
         f"{hint.key[:30]:<30}: {hint.app[:60]:<60}  State:{state_text[:15]:<15} "
-        f"Presence:{presence[:15]:<15} Watchers {0:2d}\n"
+        f"Presence:{presence[:15]:<15} Watchers {1:2d}\n"
     )
 
 

@@ -50,7 +50,44 @@ from .dialplan import (
     format_show_hints,
 )
 
-__all__ = ["MAX_DEVICE_NAME", "SimPbx", "devstate_val"]
+__all__ = ["MAX_DEVICE_NAME", "SimPbx", "devstate_val", "ere_to_python"]
+
+#: POSIX character classes inside bracket expressions, as Python character-set ranges.
+_POSIX_CLASSES: Final = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "blank": " \\t",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": " \\t\\n\\r\\f\\v",
+    "upper": "A-Z",
+    "xdigit": "0-9A-Fa-f",
+}
+_POSIX_CLASS: Final = re.compile(r"\[:([a-z]+):\]")
+
+
+def ere_to_python(ere: str) -> re.Pattern[str] | None:
+    """A POSIX extended regular expression as a Python pattern (None if it does not compile).
+
+    The subset people write for mailbox ids: character classes such as ``[[:digit:]]`` become
+    ranges; everything else in ERE means the same in Python for these inputs.
+    """
+
+    def cls(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in _POSIX_CLASSES:
+            raise ValueError(name)
+        return _POSIX_CLASSES[name]
+
+    try:
+        return re.compile(_POSIX_CLASS.sub(cls, ere))
+    except (re.error, ValueError):
+        return None
+
 
 #: ast_devstate_changed formats names into an 80-byte buffer.
 MAX_DEVICE_NAME: Final = 79
@@ -246,15 +283,16 @@ class SimPbx:
         return new, old
 
     def mwi_match(self, selector: str) -> list[str]:
-        """Mailbox ids for an exact id or ``/regex/``; ValueError for a bad regex wrapper."""
+        """Mailbox ids for an exact id or ``/regex/`` (POSIX ERE, as Asterisk's regcomp reads it);
+        ValueError for a bad wrapper. A regex that does not compile matches nothing, as in
+        Asterisk (its answer is an empty list, not an error)."""
         if not selector.startswith("/"):
             return [selector] if selector in self.mwi_db else []
         if len(selector) < 2 or not selector.endswith("/"):
             raise ValueError(selector)
-        try:
-            pattern = re.compile(selector[1:-1])
-        except re.error as exc:
-            raise ValueError(selector) from exc
+        pattern = ere_to_python(selector[1:-1])
+        if pattern is None:
+            return []
         return [box for box in sorted(self.mwi_db) if pattern.search(box)]
 
     def mwi_update(self, mailbox: str, new: int, old: int) -> None:

@@ -50,8 +50,10 @@ class _Session:
     writer: asyncio.StreamWriter
     codec: AmiCodec
     peer: str
+    local: str = "?"
     authed: bool = False
-    events: bool = True
+    #: the event classes this session reads (Login's ``Events:``); None: every class
+    events: frozenset[str] | None = None
     challenge: str | None = None
     pending: list[Event] = field(default_factory=list)
     closing: bool = False
@@ -59,6 +61,31 @@ class _Session:
     def write(self, message: Response | Event | Banner) -> None:
         if not self.writer.is_closing():
             self.writer.write(self.codec.send(message))
+
+
+def _event_mask(value: str | None) -> frozenset[str] | None:
+    """Login's ``Events:`` as the set of classes read (None: all), as manager.c reads it:
+    on/yes/true (or absent) all, off/no/false none, else a comma list of class names."""
+    text = (value or "on").strip().lower()
+    if text in {"on", "yes", "true", "1"}:
+        return None
+    if text in {"off", "no", "false", "0"}:
+        return frozenset()
+    return frozenset(c.strip() for c in text.split(",") if c.strip())
+
+
+def _wants(mask: frozenset[str] | None, event: Event) -> bool:
+    """Whether a session reading ``mask`` gets ``event``: all of the event's classes."""
+    if mask is None:
+        return True
+    classes = {c for c in (event.get("Privilege") or "").split(",") if c and c != "all"}
+    return bool(classes) and classes <= mask
+
+
+def _event_tv() -> str:
+    """Asterisk's EventTV: ISO 8601 with milliseconds and a numeric zone."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}+0000"
 
 
 def _answer(action: Action, status: str, *fields: tuple[str, object]) -> Response:
@@ -163,7 +190,7 @@ class SimServer:
 
     def _on_event(self, event: Event) -> None:
         for session in self._sessions:
-            if session.authed and session.events:
+            if session.authed and _wants(session.events, event):
                 session.pending.append(event)
 
     def _flush(self) -> None:
@@ -181,7 +208,9 @@ class SimServer:
         self._handlers.add(task)
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        session = _Session(writer, AmiCodec(Role.SERVER), peer)
+        sockname = writer.get_extra_info("sockname")
+        local = f"{sockname[0]}/{sockname[1]}" if sockname else "?"
+        session = _Session(writer, AmiCodec(Role.SERVER), peer, local)
         self._sessions.add(session)
         log.info("simulator AMI connection from %s", peer)
         try:
@@ -281,10 +310,9 @@ class SimServer:
             session.closing = True
             return
         session.authed = True
-        events = (action.get("Events") or "on").strip().lower()
-        session.events = events not in {"off", "no", "0", "false"}
+        session.events = _event_mask(action.get("Events"))
         session.write(_answer(action, "Success", ("Message", "Authentication accepted")))
-        if session.events:
+        if session.events is None or "system" in session.events:
             uptime = int(time.time() - self._started)
             session.write(
                 Event.of(
@@ -293,6 +321,25 @@ class SimServer:
                     Uptime=uptime,
                     LastReload=uptime,
                     Status="Fully Booted",
+                )
+            )
+        if session.events is None or "security" in session.events:
+            # As Asterisk's security events reach a session that reads class "security".
+            tv = _event_tv()
+            session.write(
+                Event.of(
+                    "SuccessfulAuth",
+                    Privilege="security,all",
+                    EventTV=tv,
+                    Severity="Informational",
+                    Service="AMI",
+                    EventVersion=1,
+                    AccountID=user,
+                    SessionID=f"0x{id(session):x}",
+                    LocalAddress=f"IPV4/TCP/{session.local}",
+                    RemoteAddress=f"IPV4/TCP/{session.peer.replace(':', '/')}",
+                    UsingPassword=0,
+                    SessionTV=tv,
                 )
             )
 
