@@ -97,9 +97,36 @@ class Server:
         return [(e.get("NewMessages"), e.get("OldMessages")) for e in r.items]
 
 
+#: app_voicemail instead of res_mwi_external (they cannot load together: both would be the
+#: voicemail provider, and Asterisk declines whichever comes second)
+VOICEMAIL_MODULES = (
+    "pbx_config",
+    "func_devstate",
+    "res_manager_devicestate",
+    "format_wav",
+    "app_voicemail",
+)
+VOICEMAIL_CONF = "[general]\nformat = wav\n[default]\n1000 => 1234,Alice\n"
+
+
 @contextlib.asynccontextmanager
-async def servers(n: int, group: str, base_port: int) -> AsyncIterator[list[Server]]:
-    stars = [Asterisk(f"pbx{i + 1}", eid_of(i + 1), dialplan=DIALPLAN) for i in range(n)]
+async def servers(
+    n: int, group: str, base_port: int, voicemail: Sequence[int] = ()
+) -> AsyncIterator[list[Server]]:
+    """``n`` servers; those whose index is in ``voicemail`` run app_voicemail."""
+    stars = [
+        Asterisk(
+            f"pbx{i + 1}",
+            eid_of(i + 1),
+            dialplan=DIALPLAN,
+            **(
+                {"modules": VOICEMAIL_MODULES, "files": {"voicemail.conf": VOICEMAIL_CONF}}
+                if i in voicemail
+                else {}
+            ),
+        )
+        for i in range(n)
+    ]
     out: list[Server] = []
     try:
         with node_group([(f"pbx{i + 1}", None) for i in range(n)], group, base_port) as nodes:
@@ -221,6 +248,32 @@ async def test_a_cut_ami_connection_loses_nothing(
         await wait_until(
             lambda: b.counts("2000@default"), 10, "MWI after the cut", expect=("1", "4")
         )
+
+
+async def test_voicemail_left_in_app_voicemail_lights_the_other_servers(
+    require_asterisk, corosync_loopback, corosync_group
+) -> None:
+    """MWI whose source is app_voicemail: a message in mailbox 1000@default on pbx1 (the file
+    Asterisk writes, then AMI VoicemailRefresh, which is how Asterisk notices a change made
+    outside it) reaches the other servers' MWIGet and MailboxCount."""
+    async with servers(3, corosync_group, 22805, voicemail=[0]) as (a, b, c):
+        assert await a.counts("1000@default") == ("0", "0")
+        inbox = a.asterisk.workdir / "spool/voicemail/default/1000/INBOX"
+        inbox.mkdir(parents=True)
+        for n in range(2):
+            (inbox / f"msg{n:04d}.txt").write_text(
+                "[message]\norigmailbox=1000\ncontext=default\ncallerid=Bob <2000>\n"
+                f"origtime={int(time.time())}\nduration=5\n"
+            )
+            (inbox / f"msg{n:04d}.wav").write_bytes(b"RIFF")
+        r = await a.ami.action("VoicemailRefresh", Context="default", Mailbox="1000")
+        assert r.message == "Refresh sent"
+        assert await a.counts("1000@default") == ("2", "0")
+        for s in (b, c):
+            await wait_until(
+                lambda s=s: s.mwiget("1000@default"), 10, "MWIGet elsewhere", expect=[("2", "0")]
+            )
+            assert await s.counts("1000@default") == ("2", "0")
 
 
 def kill_ami_connection(pid: int, port: int) -> bool:
