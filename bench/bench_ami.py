@@ -1,14 +1,23 @@
-"""Asterisk to Asterisk through pbxmesh: Setvar on simulator 1 → DeviceStateChange of the
-remote counterpart on simulator 2, over a real corosync. Prints a table.
+"""Asterisk to Asterisk: Setvar on PBX 1 → DeviceStateChange on PBX 2, over a real corosync,
+for several setups side by side in one run. Prints a table.
 
-    python bench/bench_ami.py            # needs root and corosync (like the tests)
+    python bench/bench_ami.py                       # needs root and corosync (like the tests)
+    python bench/bench_ami.py --setups sim asterisk res_corosync
 
-Two PBX simulators and two pbxmesh daemons run as separate processes; this process sends
-``Setvar DEVICE_STATE(Custom:benchN)`` to simulator 1 at a paced rate (without waiting for each
-answer) and timestamps the ``DeviceStateChange`` of ``Custom:remote-Custom-benchN`` raised by
-simulator 2: one clock, end to end (AMI in, node, corosync, node, AMI out, Asterisk's event).
-It reports p50/p99 at 100 changes/s, then steps the rate up to find the highest rate whose p99
-stays within 50 ms.
+Setups (three servers each; PBX 3 takes part but is not measured):
+
+* ``sim``: three PBX simulators, each linked over AMI to its own pbxmesh daemon.
+* ``asterisk``: the same with three real Asterisks (tests/harness/asterisk.py finds the build).
+* ``res_corosync``: the same three real Asterisks sharing states with Asterisk's own
+  res_corosync, no pbxmesh at all: the reference pbxmesh is measured against.
+
+This process sends ``Setvar DEVICE_STATE(Custom:benchN)`` to PBX 1 at a paced rate (without
+waiting for each answer) and timestamps the ``DeviceStateChange`` PBX 2 raises for it (the remote
+counterpart ``Custom:remote-Custom-benchN`` with pbxmesh; ``Custom:benchN`` itself, whose
+aggregate changes, with res_corosync): one clock, end to end. It reports p50/p99 at 100
+changes/s and at each higher rate until p99 passes 50 ms, and the CPU time every process of the
+setup spent per change at 1,000 changes/s (pbxmesh daemons, PBXs and corosync, summed over the
+three servers; from /proc, so it counts what a deployment pays, whatever else runs).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,10 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pbxmesh.links.ami.bridge import counterpart_name
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.codec import Event
+from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of
 from tests.harness.corosync import loopback_corosync
 
-USER, SECRET = "bench", "bench-secret"
+USER, SECRET = "admin", "s3cret"  # tests/harness/asterisk.py's AMI account
 DEVICES = 2000
+SERVERS = 3
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -54,14 +67,23 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process (and its reaped children), from /proc."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = sum(int(x) for x in fields[11:15]) / TICK  # utime stime cutime cstime
+    return out
+
+
 class Probe:
-    def __init__(self) -> None:
+    def __init__(self, watched: dict[str, str]) -> None:
         self.sent: dict[str, float] = {}
         self.latencies: list[float] = []
-        self.waiters: dict[str, asyncio.Future[None]] = {}
-        self.names = {
-            counterpart_name(f"Custom:bench{i}"): f"Custom:bench{i}" for i in range(DEVICES)
-        }
+        self.names = watched  # the device PBX 2 reports -> the device set on PBX 1
 
     def on_event(self, event: Event) -> None:
         if event.name != "DeviceStateChange":
@@ -108,50 +130,91 @@ async def run_rate(
     return p50, p99, len(lat), n
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="pbxmesh-bench-ami-"))
+@dataclass
+class Result:
+    setup: str
+    rows: list[tuple[float, float, float, int, int]] = field(default_factory=list)
+    best: float = 0.0
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # per change at 1,000/s, by process
+
+
+def hints(counterparts: bool) -> str:
+    def hint(i: int) -> str:
+        dev = f"Custom:bench{i}"
+        return f"{dev}&{counterpart_name(dev)}" if counterparts else dev
+
+    return "[bench]\n" + "".join(f"exten => {i},hint,{hint(i)}\n" for i in range(DEVICES))
+
+
+RES_COROSYNC_CONF = (
+    "[general]\npublish_event = device_state\nsubscribe_event = device_state\n"
+    "publish_event = mwi\nsubscribe_event = mwi\n"
+)
+
+
+async def run_setup(kind: str, rates: list[float], corosync_pid: int, work: Path) -> Result:
     group = f"pbxm-bench-{secrets.token_hex(3)}"
-    procs = []
-    dialplan = work / "extensions.conf"
-    dialplan.write_text(
-        "[bench]\n"
-        + "".join(
-            f"exten => {i},hint,Custom:bench{i}&{counterpart_name(f'Custom:bench{i}')}\n"
-            for i in range(DEVICES)
-        )
-    )
-    ports = {n: (free_port(), free_port()) for n in ("pbx1", "pbx2")}
+    procs: list[subprocess.Popen[bytes]] = []
+    stars: list[Asterisk] = []
+    pids: dict[int, str] = {corosync_pid: "corosync"}
+    ami_ports: list[int] = []
+    mesh = kind != "res_corosync"
     try:
-        for name, (ami, ctl) in ports.items():
-            (work / name).mkdir()
-            procs.append(
-                start(
+        for n in range(1, SERVERS + 1):
+            name = f"pbx{n}"
+            if kind == "sim":
+                port = free_port()
+                (work / "extensions.conf").write_text(hints(True))
+                sim = start(
                     [
                         "sim",
                         "--listen",
-                        f"127.0.0.1:{ami}",
+                        f"127.0.0.1:{port}",
                         "--username",
                         USER,
                         "--secret",
                         SECRET,
                         "--dialplan",
-                        str(dialplan),
+                        str(work / "extensions.conf"),
                     ],
                     work / f"sim-{name}.log",
                 )
+                procs.append(sim)
+                pids[sim.pid] = "pbx"
+            else:
+                modules = ["pbx_config", "func_devstate", "res_manager_devicestate"]
+                files = {}
+                if not mesh:
+                    modules.append("res_corosync")
+                    files["res_corosync.conf"] = RES_COROSYNC_CONF
+                star = Asterisk(name, eid_of(n), modules=modules, dialplan=hints(mesh), files=files)
+                stars.append(star)
+                await asyncio.to_thread(star.start)
+                assert star.proc is not None
+                pids[star.proc.pid] = "pbx"
+                port = star.ami_port
+            ami_ports.append(port)
+            if mesh:
+                conf = work / f"{name}.toml"
+                conf.write_text(
+                    f'[node]\nname = "{name}"\nstate_dir = "{work / name}"\n'
+                    f'[cluster]\ntransport = "corosync"\ngroup = "{group}"\n'
+                    f'[asterisk]\nami = "127.0.0.1:{port}"\nusername = "{USER}"\n'
+                    f'secret = "{SECRET}"\n[control]\nlisten = "127.0.0.1:{free_port()}"\n'
+                )
+                node = start(["-c", str(conf), "run"], work / f"node-{name}.log")
+                procs.append(node)
+                pids[node.pid] = "pbxmesh"
+        watched = {
+            (counterpart_name(f"Custom:bench{i}") if mesh else f"Custom:bench{i}"): (
+                f"Custom:bench{i}"
             )
-            conf = work / name / "pbxmesh.toml"
-            conf.write_text(
-                f'[node]\nname = "{name}"\nstate_dir = "{work / name / "state"}"\n'
-                f'[cluster]\ntransport = "corosync"\ngroup = "{group}"\n'
-                f'[asterisk]\nami = "127.0.0.1:{ami}"\nusername = "{USER}"\n'
-                f'secret = "{SECRET}"\n[control]\nlisten = "127.0.0.1:{ctl}"\n'
-            )
-            procs.append(start(["-c", str(conf), "run"], work / f"node-{name}.log"))
-        probe = Probe()
-        sender = AmiClient(AmiConfig.local("127.0.0.1", ports["pbx1"][0], USER, SECRET))
+            for i in range(DEVICES)
+        }
+        probe = Probe(watched)
+        sender = AmiClient(AmiConfig.local("127.0.0.1", ami_ports[0], USER, SECRET))
         receiver = AmiClient(
-            AmiConfig.local("127.0.0.1", ports["pbx2"][0], USER, SECRET), on_event=probe.on_event
+            AmiConfig.local("127.0.0.1", ami_ports[1], USER, SECRET), on_event=probe.on_event
         )
         for c in (sender, receiver):
             for _ in range(100):
@@ -162,24 +225,27 @@ async def main_async(args: argparse.Namespace) -> None:
                     break
                 except (OSError, TimeoutError):
                     await asyncio.sleep(0.2)
-        await asyncio.sleep(3)  # the nodes join and their bridges finish the first resync
+        await asyncio.sleep(3)  # the nodes join and their links finish the first resync
         state_of: dict[int, str] = {}
         await run_rate(sender, probe, 50, 2, state_of)  # warm up
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print(f"{'rate (changes/s)':>16}  {'p50 ms':>8}  {'p99 ms':>8}  {'delivered':>12}")
-        best = 0.0
-        for rate in args.rates:
+        result = Result(kind)
+        for rate in rates:
             seconds = 10 if rate <= 100 else 5
+            before = cpu_seconds(list(pids))
             p50, p99, got, sent = await run_rate(sender, probe, rate, seconds, state_of)
-            print(f"{rate:>16,.0f}  {p50:>8.2f}  {p99:>8.2f}  {got:>6}/{sent:<6}")
+            after = cpu_seconds(list(pids))
+            result.rows.append((rate, p50, p99, got, sent))
+            if rate == 1000 and sent:
+                for pid, role in pids.items():
+                    used = after.get(pid, 0.0) - before.get(pid, 0.0)
+                    result.cpu_ms[role] = result.cpu_ms.get(role, 0.0) + used * 1000 / sent
             if p99 <= 50 and got == sent:
-                best = rate
+                result.best = rate
             elif rate > 100:
                 break
-        print(f"highest sustained rate with p99 <= 50 ms: {best:,.0f} changes/s")
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         await sender.close()
         await receiver.close()
+        return result
     finally:
         for p in procs:
             p.terminate()
@@ -188,16 +254,52 @@ async def main_async(args: argparse.Namespace) -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for star in stars:
+            await asyncio.to_thread(star.cleanup)
+
+
+def report(results: list[Result]) -> None:
+    print(f"{'setup':<13} {'rate/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'delivered':>13}")
+    for r in results:
+        for rate, p50, p99, got, sent in r.rows:
+            print(f"{r.setup:<13} {rate:>7,.0f} {p50:>8.2f} {p99:>8.2f} {got:>6}/{sent:<6}")
+    print()
+    print(f"{'setup':<13} {'sustained/s':>11}  CPU ms per change at 1,000/s (3 servers)")
+    for r in results:
+        cpu = "  ".join(f"{k} {v:.2f}" for k, v in sorted(r.cpu_ms.items()))
+        total = sum(r.cpu_ms.values())
+        print(f"{r.setup:<13} {r.best:>11,.0f}  total {total:.2f}: {cpu}")
+
+
+async def main_async(args: argparse.Namespace, corosync_pid: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="pbxmesh-bench-ami-"))
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    results = []
+    for kind in args.setups:
+        if kind != "sim" and asterisk_missing_reason():
+            print(f"{kind}: skipped, {asterisk_missing_reason()}")
+            continue
+        (work / kind).mkdir()
+        results.append(await run_setup(kind, args.rates, corosync_pid, work / kind))
+        print(f"{kind}: done; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    report(results)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
+        "--setups",
+        nargs="+",
+        choices=["sim", "asterisk", "res_corosync"],
+        default=["sim", "asterisk", "res_corosync"],
+    )
+    ap.add_argument(
         "--rates", type=float, nargs="+", default=[100, 250, 500, 1000, 1500, 2000, 3000, 4000]
     )
     args = ap.parse_args()
-    with loopback_corosync():
-        asyncio.run(main_async(args))
+    with loopback_corosync() as corosync:
+        assert corosync.pid is not None
+        asyncio.run(main_async(args, corosync.pid))
 
 
 if __name__ == "__main__":
