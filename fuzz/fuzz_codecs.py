@@ -3,6 +3,7 @@
     python fuzz/fuzz_codecs.py frame    -runs=200000
     python fuzz/fuzz_codecs.py asterisk -runs=200000
     python fuzz/fuzz_codecs.py ami      -runs=200000
+    python fuzz/fuzz_codecs.py sip      -runs=200000
 
 Each input must decode or raise RemoteProtocolError; any other exception is a crash that
 atheris reports with the input that caused it. A seed corpus is written from valid frames
@@ -15,6 +16,7 @@ import contextlib
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import atheris
@@ -23,6 +25,9 @@ with atheris.instrument_imports():
     from pbxmesh.eid import EID
     from pbxmesh.errors import RemoteProtocolError
     from pbxmesh.links.ami import codec as _ami_codec  # noqa: F401 - instrumented for the ami target
+    from pbxmesh.links.sip import bodies as _sip_bodies  # noqa: F401 - instrumented for sip
+    from pbxmesh.links.sip import message as _sip_message  # noqa: F401 - instrumented for sip
+    from pbxmesh.links.sip import publication as _sip_publication  # noqa: F401 - for sip
     from pbxmesh.wire import asterisk, frame
 
 E = EID.parse("02:00:00:00:00:01")
@@ -67,7 +72,22 @@ def _seeds(target: str) -> list[bytes]:
             b"Message: Authentication accepted\r\n\r\nEvent: DeviceStateChange\r\n"
             b"Privilege: call,all\r\nDevice: Custom:a\r\nState: INUSE\r\n\r\n"
         ]
-    raise SystemExit(f"unknown target {target!r}; use frame, asterisk or ami")
+    if target == "sip":
+        body = (
+            b'{"type":"devicestate","device":"PJSIP/1","state":"INUSE","cachable":1,'
+            b'"eid":"02:00:00:00:00:0a"}'
+        )
+        return [
+            b"PUBLISH sip:pbxmesh@127.0.0.1:5070 SIP/2.0\r\n"
+            b"v: SIP/2.0/UDP 127.0.0.1:5061;rport;branch=z9hG4bKPj1\r\n"
+            b"f: <sip:a@127.0.0.1>;tag=1\r\nt: <sip:a@127.0.0.1>\r\ni: c\r\n"
+            b"CSeq: 2 PUBLISH\r\no: asterisk-devicestate\r\nSIP-If-Match: 0\r\n"
+            b"Expires: 3600\r\nc: application/json\r\nl: %d\r\n\r\n%s" % (len(body), body),
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP [::1]:5061;rport=5061;received=::1;"
+            b"branch=z9hG4bKPj1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:a@h>;tag=2\r\n"
+            b"Call-ID: c\r\nCSeq: 2 PUBLISH\r\nSIP-ETag: 2\r\nContent-Length: 0\r\n\r\n",
+        ]
+    raise SystemExit(f"unknown target {target!r}; use frame, asterisk, ami or sip")
 
 
 def _target(target: str):  # type: ignore[no-untyped-def]
@@ -90,6 +110,8 @@ def _target(target: str):  # type: ignore[no-untyped-def]
                     pass
 
         return one
+    if target == "sip":
+        return _sip_target()
     from pbxmesh.links.ami.codec import CLOSED, NEED_DATA, AmiCodec, Role
 
     def one(data: bytes) -> None:
@@ -106,6 +128,38 @@ def _target(target: str):  # type: ignore[no-untyped-def]
                             continue
                         if event is NEED_DATA or event is CLOSED:
                             break
+
+    return one
+
+
+def _sip_target() -> Callable[[bytes], None]:
+    from pbxmesh.links.sip import message as sip
+    from pbxmesh.links.sip.publication import PublicationServer
+
+    def one(data: bytes) -> None:
+        # A datagram: a message or RemoteProtocolError; a request also goes through the
+        # RFC 3903 server, which must answer it (never raise).
+        try:
+            msg = sip.decode_datagram(data)
+        except RemoteProtocolError:
+            msg = None
+        if isinstance(msg, sip.Request):
+            PublicationServer().handle(msg, 0.0)
+            assert sip.decode_datagram(sip.encode(msg)) == msg
+        # A stream, fed whole and in two pieces.
+        for cut in (len(data), len(data) // 2):
+            stream = sip.SipStream()
+            for piece in [p for p in (data[:cut], data[cut:]) if p] + [b""]:
+                stream.receive_data(piece)
+                for _ in range(10_000):
+                    try:
+                        event = stream.next_event()
+                    except RemoteProtocolError:
+                        if stream.broken is not None:
+                            break
+                        continue
+                    if event is sip.NEED_DATA or event is sip.CLOSED:
+                        break
 
     return one
 
