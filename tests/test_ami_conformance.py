@@ -431,3 +431,36 @@ async def test_login_events_select_the_classes_a_session_reads(pbx: int) -> None
         pong = await ami.request(Action.of("Ping", ActionID="after"))
         assert pong.ok  # and nothing came before it: request() would have skipped events,
         assert b"Event:" not in bytes(ami.raw)  # so look at the bytes themselves
+
+
+async def test_a_session_filters_its_own_events(pbx: int) -> None:
+    """Action: Filter, which the AMI link uses to be spared its own writes' echoes."""
+    async with session(pbx) as ami:
+        for text, answer in (
+            ("x", "Unknown operation"),  # no Operation
+            ("", "Filter was formatted incorrectly.  Check the syntax of the filter given."),
+            ("!(", "Filter did not compile.  Check the syntax of the filter given."),
+        ):
+            fields = {"Operation": "Add"} if text != "x" else {}
+            if text != "x":
+                fields["Filter"] = text
+            assert await ask(ami, "Filter", **fields) == error(answer), text
+        for text in ("Event: DeviceStateChange|Event: MessageWaiting", "!Device: Custom:remote-"):
+            assert await ask(ami, "Filter", Operation="Add", Filter=text) == ok(
+                ("Message", "Success")
+            )
+        for device in ("Custom:remote-x", "Custom:mystate"):
+            ami.send(Action.of("Setvar", Variable=f"DEVICE_STATE({device})", Value="INUSE"))
+        ami.send(Action.of("MWIUpdate", Mailbox="1@default", NewMessages=1, OldMessages=0))
+        # Neither ExtensionStatus nor the excluded device's change come through.
+        got = [dict(h) for h in await events(ami, 2)]
+        assert [(h["Event"], h.get("Device", h.get("Mailbox"))) for h in got] == [
+            ("DeviceStateChange", "Custom:mystate"),
+            ("MessageWaiting", "1@default"),
+        ]
+        pong = await ami.request(Action.of("Ping", ActionID="last"))
+        assert (
+            pong.ok
+            and b"remote-x" not in bytes(ami.raw)
+            and b"ExtensionStatus" not in bytes(ami.raw)
+        )

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from ..links.ami.codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event
 from ..states import extension_state_text
 from ..tasks import cancel_and_wait
 from .dialplan import output_lines
-from .pbx import SimPbx
+from .pbx import SimPbx, ere_to_python
 
 __all__ = ["AMI_VERSION", "SimServer"]
 
@@ -55,6 +56,8 @@ class _Session:
     #: the event classes this session reads (Login's ``Events:``); None: every class
     events: frozenset[str] | None = None
     challenge: str | None = None
+    #: the session's own event filters (Action: Filter): (exclude, pattern)
+    filters: list[tuple[bool, re.Pattern[str]]] = field(default_factory=list)
     pending: list[Event] = field(default_factory=list)
     closing: bool = False
 
@@ -80,6 +83,18 @@ def _wants(mask: frozenset[str] | None, event: Event) -> bool:
         return True
     classes = {c for c in (event.get("Privilege") or "").split(",") if c and c != "all"}
     return bool(classes) and classes <= mask
+
+
+def _passes(session: _Session, event: Event) -> bool:
+    """The session's filters, as manager.c applies them to the event's text: with include
+    filters, one must match; no exclude filter may match."""
+    if not session.filters:
+        return True
+    text = "".join(f"{k}: {v}\r\n" for k, v in event.headers)
+    includes = [p for neg, p in session.filters if not neg]
+    if includes and not any(p.search(text) for p in includes):
+        return False
+    return not any(p.search(text) for neg, p in session.filters if neg)
 
 
 def _event_tv() -> str:
@@ -146,6 +161,7 @@ class SimServer:
             "mailboxcount": self._mailbox_count,
             "mailboxstatus": self._mailbox_status,
             "command": self._command,
+            "filter": self._filter,
         }
 
     async def start(self, host: str, port: int) -> None:
@@ -190,7 +206,7 @@ class SimServer:
 
     def _on_event(self, event: Event) -> None:
         for session in self._sessions:
-            if session.authed and _wants(session.events, event):
+            if session.authed and _wants(session.events, event) and _passes(session, event):
                 session.pending.append(event)
 
     def _flush(self) -> None:
@@ -366,6 +382,22 @@ class SimServer:
         elif not variable.endswith(")"):
             value = self.pbx.globals.get(variable, "")
         return _answer(action, "Success", ("Variable", variable), ("Value", value))
+
+    def _filter(self, session: _Session, action: Action) -> Response:
+        if (action.get("Operation") or "").lower() != "add":
+            return _error(action, "Unknown operation")
+        text = action.get("Filter") or ""
+        exclude = text.startswith("!")
+        body = text[1:] if exclude else text
+        if not body:
+            return _error(
+                action, "Filter was formatted incorrectly.  Check the syntax of the filter given."
+            )
+        pattern = ere_to_python(body)
+        if pattern is None:
+            return _error(action, "Filter did not compile.  Check the syntax of the filter given.")
+        session.filters.append((exclude, pattern))
+        return _answer(action, "Success", ("Message", "Success"))
 
     def _setvar(self, session: _Session, action: Action) -> Response:
         variable = action.get("Variable") or ""
