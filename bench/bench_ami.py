@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbxmesh.links.ami.bridge import counterpart_name
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.codec import Event
+from pbxmesh.links.ami.counterparts import counterpart_name
 from tests.harness.corosync import loopback_corosync
 
 USER, SECRET = "bench", "bench-secret"
