@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbxmesh.links.ami.bridge import counterpart_name
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
+from pbxmesh.links.ami.counterparts import counterpart_name
 from pbxmesh.links.ami.codec import Event
 from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of
 from tests.harness.corosync import loopback_corosync

@@ -1,5 +1,5 @@
 """Shared helpers for the AMI tests: a simulator on an ephemeral port, a raw AMI peer,
-a fake ClusterPort and condition waits with deadlines (no sleeps)."""
+a fake LinkPort and condition waits with deadlines (no sleeps)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from pbxmesh.eid import EID
 from pbxmesh.links.ami.codec import (
     CLOSED,
     NEED_DATA,
@@ -126,20 +127,27 @@ class RawAmi:
             await self.writer.wait_closed()
 
 
+#: the origin a FakeCluster reports for, and the one its remote slots and mailboxes come from
+HERE = EID.parse("02:00:00:00:00:01")
+THERE = EID.parse("02:00:00:00:00:02")
+
+
 class FakeCluster:
-    """A ClusterPort keeping the other servers' slots in plain dicts."""
+    """A LinkPort keeping the other servers' slots in plain dicts."""
+
+    origin = HERE
 
     def __init__(self) -> None:
         self.published: list[tuple[str, DeviceState]] = []
         self.published_mwi: list[tuple[str, int, int]] = []
         self.slots: dict[str, dict[str, DeviceState]] = {}  # device -> server -> state
-        self.mwi: dict[str, tuple[int, int]] = {}
+        self.mailboxes: dict[str, tuple[int, int]] = {}  # written last by THERE
 
-    def publish_device(self, device: str, state: DeviceState) -> None:
+    def device(self, device: str, state: DeviceState) -> None:
         self.published.append((device, state))
 
-    def publish_mwi(self, mailbox_at_context: str, new: int, old: int) -> None:
-        self.published_mwi.append((mailbox_at_context, new, old))
+    def mwi(self, mailbox: str, new: int, old: int) -> None:
+        self.published_mwi.append((mailbox, new, old))
 
     def remote_state(self, device: str) -> DeviceState:
         return aggregate(self.slots.get(device, {}).values())
@@ -147,8 +155,11 @@ class FakeCluster:
     def remote_devices(self) -> dict[str, DeviceState]:
         return {d: self.remote_state(d) for d, s in self.slots.items() if s}
 
-    def remote_mwi(self) -> dict[str, tuple[int, int]]:
-        return dict(self.mwi)
+    def origin_devices(self) -> list[tuple[str, EID, DeviceState]]:
+        return [(d, THERE, self.remote_state(d)) for d, s in self.slots.items() if s]
+
+    def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
+        return {box: (new, old, THERE) for box, (new, old) in self.mailboxes.items()}
 
     def last(self, device: str) -> DeviceState | None:
         for name, state in reversed(self.published):

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from pbxmesh.links.ami.bridge import counterpart_name
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
+from pbxmesh.links.ami.counterparts import counterpart_name
 from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of
 from tests.harness.nodes import NodeProcess, node_group
 

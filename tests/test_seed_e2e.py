@@ -8,8 +8,8 @@ import contextlib
 
 import pytest
 
-from pbxmesh.links.ami.bridge import counterpart_name
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
+from pbxmesh.links.ami.counterparts import counterpart_name
 from tests.ami_helpers import SECRET, USER, start_sim, wait_until
 from tests.harness.nodes import NodeProcess, node_group
 

@@ -383,7 +383,7 @@ def _publish(client: _Client, args: argparse.Namespace) -> int:
 
 
 def _dialplan_hints(args: argparse.Namespace) -> int:
-    from .links.ami.bridge import DEFAULT_TEMPLATE, hint_lines
+    from .links.ami.counterparts import DEFAULT_TEMPLATE, hint_lines
 
     template = args.template
     if template is None:

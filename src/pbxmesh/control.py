@@ -27,17 +27,15 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aiohttp import web
 
-from .errors import PbxmeshError, StateError
+from .errors import LinkError, LinkRefused, PbxmeshError, StateError
+from .links.base import Link
 from .node import MemberInfo, Node, make_listener
 from .states import DeviceState, parse_state
 from .store import DeviceChange, MwiChange
-
-if TYPE_CHECKING:
-    from .links.ami.bridge import AmiBridge
 
 __all__ = ["API_PREFIX", "ControlServer", "device_json", "member_json"]
 
@@ -80,8 +78,7 @@ class ControlServer:
         host: str,
         port: int,
         token: str | None = None,
-        bridge: AmiBridge | None = None,
-        status_extra: Callable[[], dict[str, Any]] | None = None,
+        links: Callable[[], list[Link]] | None = None,
         metrics: Callable[[], bytes] | None = None,
         page: Callable[[], str] | None = None,
     ) -> None:
@@ -89,8 +86,8 @@ class ControlServer:
         self.host = host
         self.port = port
         self.token = token
-        self.bridge = bridge
-        self._status_extra = status_extra
+        #: the node's links to Asterisk, read at each request (a reload replaces them)
+        self.links: Callable[[], list[Link]] = links or (lambda: [])
         self._metrics = metrics
         self._page = page
         self._runner: web.AppRunner | None = None
@@ -184,11 +181,22 @@ class ControlServer:
             "resyncs": node.stats.resyncs,
             "rejected": dict(node.stats.rejected),
             "uptime_seconds": round(time.time() - self._started, 1),
-            "asterisk": None,
+            "asterisk": self._asterisk_json(),
         }
-        if self._status_extra is not None:
-            body.update(self._status_extra())
         return body
+
+    def _asterisk_json(self) -> dict[str, Any] | None:
+        """The link to Asterisk as ``status`` and the lamp page show it (None without one)."""
+        links = self.links()
+        if not links:
+            return None
+        st = links[0].status()
+        return {
+            "connected": st.connected,
+            "address": st.address,
+            "resyncs": st.resyncs,
+            "published": st.published,
+        }
 
     async def members(self, request: web.Request) -> web.Response:
         body = [member_json(m, self.node) for m in self.node.members()]
@@ -229,31 +237,27 @@ class ControlServer:
         )
 
     async def hints(self, request: web.Request) -> web.Response:
-        if self.bridge is None:
-            return _error(404, "this node has no [asterisk] link, so it knows no hints")
-        from .errors import AmiActionError, AmiError
-
-        try:
-            answer = await self.bridge.client.list_action("ExtensionStateList")
-        except AmiActionError as exc:
-            if "no dialplan hints" in exc.message.lower():
-                return web.json_response([])
-            return _error(502, str(exc))
-        except AmiError as exc:
-            return _error(503, f"the Asterisk link is down: {exc}")
-        rows = []
-        for e in answer.items:
-            status = e.get("Status") or "-1"
-            rows.append(
-                {
-                    "exten": e.get("Exten"),
-                    "context": e.get("Context"),
-                    "hint": e.get("Hint"),
-                    "status": int(status) if status.lstrip("-").isdigit() else -1,
-                    "status_text": e.get("StatusText"),
-                }
-            )
-        return web.json_response(rows)
+        for link in self.links():
+            try:
+                hints = await link.hints()
+            except LinkRefused as exc:
+                return _error(502, str(exc))
+            except LinkError as exc:
+                return _error(503, f"the Asterisk link is down: {exc}")
+            if hints is not None:
+                return web.json_response(
+                    [
+                        {
+                            "exten": h.exten,
+                            "context": h.context,
+                            "hint": h.hint,
+                            "status": h.status,
+                            "status_text": h.status_text,
+                        }
+                        for h in hints
+                    ]
+                )
+        return _error(404, "this node has no [asterisk] link, so it knows no hints")
 
     # -- write ------------------------------------------------------------------------------
     async def publish_device(self, request: web.Request) -> web.Response:
@@ -368,7 +372,7 @@ class ControlServer:
             "devices": len(node.devices),
             "mailboxes": len(node.mwi),
             "queue_depth": node.queue_depth,
-            "asterisk": self._status_extra().get("asterisk") if self._status_extra else None,
+            "asterisk": self._asterisk_json(),
         }
 
     async def events(self, request: web.Request) -> web.StreamResponse:

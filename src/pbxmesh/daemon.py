@@ -4,11 +4,12 @@ Theory of operation
 -------------------
 :class:`Daemon` builds everything from a validated :class:`~pbxmesh.config.Config`: the EID
 and the version clock from the state directory, the transport (Corosync or NATS), the node,
-the optional AMI bridge, the security guard, the control API with metrics and the lamp page.
+the security guard, the links to Asterisk (``[asterisk]``: AMI), the control API with metrics
+and the lamp page.
 It runs until SIGTERM/SIGINT, then leaves the cluster cleanly (peers drop our slots at once:
 the transport's leave and a LEAVE frame). SIGHUP re-reads the file: channels are replaced in
-place (state kept, re-announced), and the Asterisk link is restarted only if its settings
-changed. A file that no longer validates is reported and the running configuration is kept.
+place (state kept, re-announced), and the links to Asterisk are restarted only if their
+settings changed. A file that no longer validates is reported and the running configuration is kept.
 Logs go to stderr (journald under systemd), one line per lifecycle or membership change.
 """
 
@@ -29,8 +30,8 @@ from .config import AsteriskConfig, ClusterConfig, Config, load_config
 from .eid import load_or_create_eid
 from .errors import ConfigError, PbxmeshError
 from .files import atomic_write
-from .node import Node, NodeConfig, make_listener
-from .states import DeviceState
+from .links.base import Link
+from .node import Node, NodeConfig
 from .tasks import cancel_and_wait
 from .transport.base import Transport
 
@@ -90,28 +91,6 @@ def make_transport(cluster: ClusterConfig, node_name: str) -> Transport:
     raise ConfigError(f"unknown transport {cluster.transport!r}")
 
 
-class _ClusterPort:
-    """The node as the AMI bridge sees it (``ClusterPort``)."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    def publish_device(self, device: str, state: DeviceState) -> None:
-        self.node.publish_device(device, state)
-
-    def publish_mwi(self, mailbox_at_context: str, new: int, old: int) -> None:
-        self.node.publish_mwi(mailbox_at_context, new, old)
-
-    def remote_state(self, device: str) -> DeviceState:
-        return self.node.remote_state(device)
-
-    def remote_devices(self) -> dict[str, DeviceState]:
-        return self.node.remote_devices()
-
-    def remote_mwi(self) -> dict[str, tuple[int, int]]:
-        return self.node.remote_mwi()
-
-
 class Daemon:
     """Runs one node until told to stop."""
 
@@ -152,7 +131,8 @@ class Daemon:
             clock=self.clock,
             guard=guard,
         )
-        self.bridge: Any = None
+        #: the links to Asterisk (the [asterisk] section's AMI link, if any)
+        self.links: list[Link] = []
         self.control: Any = None
         self.own_file = OwnStateFile(state_dir / "own-state.json")
         self._saver: asyncio.Task[None] | None = None
@@ -160,37 +140,36 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
 
-    # -- Asterisk link -----------------------------------------------------------------------
-    def _make_bridge(self, ast: AsteriskConfig) -> Any:
-        from .links.ami.bridge import AmiBridge, BridgeConfig
-        from .links.ami.client import AmiConfig
+    # -- links to Asterisk ------------------------------------------------------------------
+    @staticmethod
+    def _make_links(ast: AsteriskConfig | None) -> list[Link]:
+        if ast is None:
+            return []
+        from .links.ami import AmiConfig, AmiLink, AmiLinkConfig
 
         host, port = ast.ami
-        bridge = AmiBridge(
-            _ClusterPort(self.node),
-            AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),
-            BridgeConfig(
-                include=ast.include,
-                exclude=ast.exclude,
-                template=ast.remote_template,
-                share_mwi=ast.mwi,
-                mwi_include=ast.include,
-                mwi_exclude=ast.exclude,
-            ),
-        )
-        return bridge
+        return [
+            AmiLink(
+                AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),
+                AmiLinkConfig(
+                    include=ast.include,
+                    exclude=ast.exclude,
+                    template=ast.remote_template,
+                    share_mwi=ast.mwi,
+                    mwi_include=ast.include,
+                    mwi_exclude=ast.exclude,
+                ),
+            )
+        ]
 
-    def _wire_bridge(self) -> None:
-        def remote_device(device: str, state: DeviceState) -> None:
-            if self.bridge is not None:
-                self.bridge.on_remote_device(device, state)
+    async def _open_links(self, ast: AsteriskConfig | None) -> None:
+        for link in self._make_links(ast):
+            await self.node.add_link(link)
+            self.links.append(link)
 
-        def mwi(change: Any) -> None:
-            r = change.record
-            if self.bridge is not None and r.origin != self.eid:
-                self.bridge.on_remote_mwi(r.mailbox, r.new, r.old)
-
-        self.node.listeners.append(make_listener(on_remote_device=remote_device, on_mwi=mwi))
+    async def _close_links(self) -> None:
+        while self.links:
+            await self.node.remove_link(self.links.pop())
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -212,37 +191,20 @@ class Daemon:
         self._saved = self.node.own_changes
         await self.node.start()
         self._saver = asyncio.create_task(self._save_loop(), name="pbxmesh-own-state")
-        self._wire_bridge()
-        if self.config.asterisk is not None:
-            self.bridge = self._make_bridge(self.config.asterisk)
-            await self.bridge.start()
-        metrics = Metrics(self)
+        await self._open_links(self.config.asterisk)
+        metrics = Metrics(self.node, links=lambda: self.links)
         host, port = self.config.control.listen
         self.control = ControlServer(
             self.node,
             host,
             port,
             token=self.config.control.token,
-            bridge=self.bridge,
-            status_extra=self._status_extra,
+            links=lambda: self.links,
             metrics=metrics.render,
             page=lamp_page,
         )
         metrics.control = self.control
         await self.control.start()
-
-    def _status_extra(self) -> dict[str, Any]:
-        if self.bridge is None:
-            return {"asterisk": None}
-        client = self.bridge.client
-        return {
-            "asterisk": {
-                "connected": client.connected,
-                "address": f"{client.config.host}:{client.config.port}",
-                "resyncs": self.bridge.resyncs,
-                "published": self.bridge.published,
-            }
-        }
 
     async def _save_loop(self) -> None:
         # A kept assertion (CLI, script) is saved at once; other changes of our own slots at
@@ -268,7 +230,7 @@ class Daemon:
         await cancel_and_wait(self._saver)
         self._saver = None
         # Each step on its own: a failing one must not keep the node from saving and leaving.
-        for step in (self._close_control, self._close_bridge):
+        for step in (self._close_control, self._close_links):
             try:
                 await step()
             except PbxmeshError as exc:
@@ -279,10 +241,6 @@ class Daemon:
     async def _close_control(self) -> None:
         if self.control is not None:
             await self.control.close()
-
-    async def _close_bridge(self) -> None:
-        if self.bridge is not None:
-            await self.bridge.close()
 
     async def reload(self) -> None:
         """Re-read the configuration file (SIGHUP)."""
@@ -305,14 +263,8 @@ class Daemon:
         if new.channels != self.config.channels:
             self.node.reconfigure(new.channels)
         if new.asterisk != self.config.asterisk:
-            if self.bridge is not None:
-                await self.bridge.close()
-                self.bridge = None
-            if new.asterisk is not None:
-                self.bridge = self._make_bridge(new.asterisk)
-                await self.bridge.start()
-            if self.control is not None:
-                self.control.bridge = self.bridge
+            await self._close_links()
+            await self._open_links(new.asterisk)
             log.info("reload: Asterisk link %s", "restarted" if new.asterisk else "removed")
         # Only what was applied becomes the running configuration.
         self.config = dataclasses.replace(self.config, channels=new.channels, asterisk=new.asterisk)

@@ -33,8 +33,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .links.ami.bridge import counterpart_name
 from .links.ami.client import AmiClient, AmiConfig
+from .links.ami.counterparts import counterpart_name
 
 __all__ = ["main"]
 

@@ -11,8 +11,10 @@ Every exception the package raises on purpose derives from :class:`PbxmeshError`
     ├── SecurityError              a frame that fails authentication or authorisation
     ├── TransportError             the cluster engine (Corosync, NATS) failed
     │   └── TransportClosed        the transport was closed or its engine went away
-    └── AmiError                   the Asterisk Manager Interface refused or failed
-        └── AmiActionError         an action answered ``Response: Error``
+    └── LinkError                  a link to Asterisk failed (not connected, timed out)
+        ├── LinkRefused            Asterisk answered a request with an error
+        └── AmiError               the Asterisk Manager Interface refused or failed
+            └── AmiActionError     an action answered ``Response: Error`` (also LinkRefused)
 
 Codecs raise :class:`RemoteProtocolError` for anything they decode, so the single inbound
 boundary of each transport can log, count and drop a bad message without ending its loop.
@@ -25,6 +27,8 @@ __all__ = [
     "AmiActionError",
     "AmiError",
     "ConfigError",
+    "LinkError",
+    "LinkRefused",
     "LocalProtocolError",
     "PbxmeshError",
     "ProtocolError",
@@ -80,11 +84,19 @@ class TransportClosed(TransportError):
     """The transport is closed, or its engine went away and it is reconnecting."""
 
 
-class AmiError(PbxmeshError):
+class LinkError(PbxmeshError):
+    """A link to Asterisk failed: not connected, closed, or no answer in time."""
+
+
+class LinkRefused(LinkError):
+    """Asterisk answered a link's request with an error."""
+
+
+class AmiError(LinkError):
     """The Asterisk Manager Interface refused a login or failed."""
 
 
-class AmiActionError(AmiError):
+class AmiActionError(AmiError, LinkRefused):
     """An AMI action answered ``Response: Error``; ``message`` is Asterisk's text."""
 
     def __init__(self, action: str, message: str) -> None:

@@ -1,6 +1,6 @@
 """Prometheus metrics for one node, served at ``/metrics`` on the control listener.
 
-Counters and gauges are read from the node, transport and Asterisk link when scraped (a
+Counters and gauges are read from the node, transport and links to Asterisk when scraped (a
 custom collector: nothing is counted twice, nothing is updated on the hot path); the apply
 latency is a histogram fed by the node for every applied frame. Each daemon has its own
 registry, so several nodes in one process (tests, the demo) do not mix. Label sets that are
@@ -10,7 +10,7 @@ scrape, so ``rate()`` and alerts work before anything happened. docs/web.md list
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -18,10 +18,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .links.base import Link
+from .node import Node
 
 if TYPE_CHECKING:
     from .control import ControlServer
-    from .daemon import Daemon
 
 __all__ = ["REJECT_REASONS", "Metrics"]
 
@@ -42,8 +43,10 @@ REJECT_REASONS: Final = (
 class Metrics(Collector):
     """The node's metrics registry."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, node: Node, links: Callable[[], list[Link]] = lambda: []) -> None:
+        self.node = node
+        #: the node's links to Asterisk, read at each scrape (a reload replaces them)
+        self.links = links
         self.control: ControlServer | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.latency = Histogram(
@@ -53,13 +56,13 @@ class Metrics(Collector):
             registry=self.registry,
         )
         self.registry.register(self)
-        daemon.node.latency_observer = self.latency.observe
+        node.latency_observer = self.latency.observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Any]:
-        node = self.daemon.node
+        node = self.node
         stats = node.stats
         kind = node.transport.kind
         yield InfoMetricFamily(
@@ -128,39 +131,49 @@ class Metrics(Collector):
             "pbxmesh_devices", "Devices with a cluster value", value=len(node.devices)
         )
         yield GaugeMetricFamily("pbxmesh_mailboxes", "Mailboxes known", value=len(node.mwi))
-        bridge = self.daemon.bridge
+        links = [link.status() for link in self.links()]
         queues = GaugeMetricFamily(
             "pbxmesh_queue_depth", "Items waiting to be sent, per queue", labels=["queue"]
         )
         queues.add_metric(["cluster_out"], node.queue_depth)
-        if bridge is not None:
-            queues.add_metric(["asterisk_out"], bridge.queue_depth)
+        if links:
+            queues.add_metric(["asterisk_out"], sum(st.queue_depth for st in links))
         control = self.control
         if control is not None:
             queues.add_metric(["events_out"], control.events_backlog())
         yield queues
+        # One sample per link to Asterisk, labelled with its kind ("ami"); none without one.
         up = GaugeMetricFamily(
-            "pbxmesh_asterisk_up", "1 if the AMI link is logged in (absent without [asterisk])"
+            "pbxmesh_asterisk_up",
+            "1 if the link to Asterisk is connected (absent without [asterisk])",
+            labels=["link"],
         )
         reconnects = CounterMetricFamily(
-            "pbxmesh_asterisk_reconnects", "AMI connections made after the first"
+            "pbxmesh_asterisk_reconnects",
+            "Connections to Asterisk made after the first",
+            labels=["link"],
         )
         resyncs = CounterMetricFamily(
-            "pbxmesh_asterisk_resyncs", "Complete resyncs with Asterisk (one per login)"
+            "pbxmesh_asterisk_resyncs",
+            "Complete resyncs with Asterisk (one per connection)",
+            labels=["link"],
         )
         ami_errors = CounterMetricFamily(
-            "pbxmesh_asterisk_protocol_errors", "Malformed AMI blocks dropped"
+            "pbxmesh_asterisk_protocol_errors",
+            "Malformed messages from Asterisk dropped",
+            labels=["link"],
         )
         ami_dropped = CounterMetricFamily(
-            "pbxmesh_asterisk_dropped_events", "AMI events dropped because the queue was full"
+            "pbxmesh_asterisk_dropped_events",
+            "Asterisk events dropped because the queue was full",
+            labels=["link"],
         )
-        if bridge is not None:
-            client = bridge.client
-            up.add_metric([], 1 if client.connected else 0)
-            reconnects.add_metric([], max(0, client.connections - 1))
-            resyncs.add_metric([], bridge.resyncs)
-            ami_errors.add_metric([], client.protocol_errors)
-            ami_dropped.add_metric([], client.dropped_events)
+        for st in links:
+            up.add_metric([st.kind], 1 if st.connected else 0)
+            reconnects.add_metric([st.kind], st.reconnects)
+            resyncs.add_metric([st.kind], st.resyncs)
+            ami_errors.add_metric([st.kind], st.protocol_errors)
+            ami_dropped.add_metric([st.kind], st.dropped_events)
         yield from (up, reconnects, resyncs, ami_errors, ami_dropped)
         if control is not None:
             yield GaugeMetricFamily(

@@ -287,6 +287,14 @@ class DeviceStore:
             if rec[i] != EMPTY
         }
 
+    def slot_state(self, device: str, origin: EID) -> DeviceState:
+        """One origin's state for a device (INVALID if it holds no slot for it)."""
+        rec = self._devices.get(device)
+        idx = self._index.get(origin, 0)
+        if rec is None or not idx or idx >= len(rec) or rec[idx] == EMPTY:
+            return _STATES[_INVALID]
+        return _STATES[rec[idx] & 15]
+
     def state_excluding(self, device: str, origin: EID) -> DeviceState:
         """The aggregation of every *other* origin's slot for a device (INVALID if none)."""
         rec = self._devices.get(device)

@@ -1,6 +1,6 @@
-"""Asterisk over AMI: codec, asyncio client, cluster bridge and a PBX simulator."""
+"""The link to Asterisk over AMI: sans-IO codec, asyncio client, the link itself, and the
+naming of the ``Custom:`` counterparts it writes."""
 
-from .bridge import AmiBridge, BridgeConfig, ClusterPort, hint_lines
 from .client import AmiClient, AmiConfig
 from .codec import (
     CLOSED,
@@ -14,22 +14,25 @@ from .codec import (
     Response,
     Role,
 )
+from .counterparts import DEFAULT_TEMPLATE, counterpart_name, hint_lines
+from .link import AmiLink, AmiLinkConfig
 
 __all__ = [
     "CLOSED",
+    "DEFAULT_TEMPLATE",
     "NEED_DATA",
     "Action",
-    "AmiBridge",
     "AmiClient",
     "AmiCodec",
     "AmiConfig",
+    "AmiLink",
+    "AmiLinkConfig",
     "Banner",
-    "BridgeConfig",
-    "ClusterPort",
     "Event",
     "ListAssembler",
     "ListResponse",
     "Response",
     "Role",
+    "counterpart_name",
     "hint_lines",
 ]

@@ -1,44 +1,46 @@
-"""The link between one Asterisk (over AMI) and the cluster.
+"""The link to one Asterisk over AMI (a :class:`~pbxmesh.links.base.Link`).
 
 Theory of operation
 -------------------
 **Local → cluster.** Asterisk raises ``DeviceStateChange`` for every change of a device's value
-and ``MessageWaiting`` for every mailbox update. The bridge turns them into
-:meth:`ClusterPort.publish_device` and :meth:`ClusterPort.publish_mwi` (this server as origin),
-for names selected by the include/exclude patterns (:func:`fnmatch.fnmatchcase`, so
-case-sensitive like Asterisk's device names). After every (re)connect it reads the full local
-picture again: ``DeviceStateList`` (every cached device) and, when ``res_mwi_external_ami`` is
-loaded, ``MWIGet`` with ``/.*/``. Without that module Asterisk offers no way to list mailbox
-counts: only ``MessageWaiting`` events seen while connected are shared, and remote counts cannot
-be written either (both are logged once).
+and ``MessageWaiting`` for every mailbox update. The link reports them through its port
+(:meth:`~pbxmesh.links.base.LinkPort.device`, :meth:`~pbxmesh.links.base.LinkPort.mwi`: this
+server as origin), for names selected by the include/exclude patterns
+(:func:`fnmatch.fnmatchcase`, so case-sensitive like Asterisk's device names). After every
+(re)connect it reads the full local picture again: ``DeviceStateList`` (every cached device)
+and, when ``res_mwi_external_ami`` is loaded, ``MWIGet`` with ``/.*/``. Without that module
+Asterisk offers no way to list mailbox counts: only ``MessageWaiting`` events seen while
+connected are shared, and remote counts cannot be written either (both are logged once).
 
-**Cluster → local.** The node calls :meth:`AmiBridge.on_remote_device` with the aggregate of the
-*other* servers' slots. The bridge never touches the local device: it writes the value to a
-separate *counterpart* ``Custom:`` device (``Custom:remote-{device}`` by default, see
-:func:`counterpart_name`) with ``Setvar DEVICE_STATE(...)``. A hint that lists both,
+**Cluster → local.** The node tells :meth:`AmiLink.remote_device` the aggregate of the
+*other* servers' slots (``Interest.REMOTE_DEVICES``). The link never touches the local device:
+it writes the value to a separate *counterpart* ``Custom:`` device (``Custom:remote-{device}``
+by default, see :func:`~pbxmesh.links.ami.counterparts.counterpart_name`) with
+``Setvar DEVICE_STATE(...)``. A hint that lists both,
 ``exten => 100,hint,PJSIP/100&Custom:remote-PJSIP-100``, then shows the cluster-wide state
 because INVALID is the identity of aggregation: a remote INVALID (no remote slot left) is
 written too and leaves the local value alone. UNKNOWN cannot be written through func_devstate;
 it is written as INVALID (they differ only when every other input is INVALID as well: hint
-``Unavailable`` instead of ``Idle``). Remote MWI goes through ``MWIUpdate``.
+``Unavailable`` instead of ``Idle``). Remote MWI (``Interest.MWI``) goes through ``MWIUpdate``.
 
 Writes go through a queue that keeps only the newest value per name (a burst of changes to one
 device costs one ``Setvar``) and a single writer task, paused while a resync runs so that an old
 snapshot is never written after a newer change.
 
 **No echo.** ``DeviceStateChange`` for a name matching the counterpart template is never
-published (whoever wrote it). For MWI the bridge remembers each count it applied with
+reported (whoever wrote it). For MWI the link remembers each count it applied with
 ``MWIUpdate`` and swallows the ``MessageWaiting`` that echoes it; a different count for that
-mailbox is a local change and is published.
+mailbox is a local change and is reported. (The cluster's own echo -- our own slots coming
+back -- is the node's business: a link is never told its own origin's changes.)
 
 **Resync after every reconnect** (the client's ``on_connected`` hook): rewrite every counterpart
-from :meth:`ClusterPort.remote_devices`; read ``DeviceStateList``, publish local devices and
-set to INVALID every counterpart Asterisk still holds (from its AstDB, e.g. after a restart)
-that the cluster no longer has; rewrite remote MWI, then read ``MWIGet`` and publish the
-mailboxes that are not our own copies. A change event seen while a list is being read wins
-over that list's item (it is newer).
+from :meth:`~pbxmesh.links.base.LinkPort.remote_devices`; read ``DeviceStateList``, report
+local devices and set to INVALID every counterpart Asterisk still holds (from its AstDB, e.g.
+after a restart) that the cluster no longer has; rewrite remote MWI, then read ``MWIGet`` and
+report the mailboxes that are not our own copies. A change event seen while a list is being
+read wins over that list's item (it is newer).
 
-Mailbox ids without ``@context`` are published as ``box@default`` (Corosync does the same).
+Mailbox ids without ``@context`` are reported as ``box@default`` (Corosync does the same).
 """
 
 from __future__ import annotations
@@ -46,98 +48,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import hashlib
 import logging
-import re
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
+from ...eid import EID
 from ...errors import AmiActionError, AmiError, ConfigError, PbxmeshError, StateError
 from ...states import DeviceState, parse_state
-from ...store import MAX_DEVICE_BYTES, normalize_mailbox
+from ...store import normalize_mailbox
 from ...tasks import cancel_and_wait
+from ..base import Hint, Interest, Link, LinkPort, LinkStatus
 from .client import AmiClient, AmiConfig
 from .codec import Event
+from .counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE, counterpart_name
 
-__all__ = [
-    "DEFAULT_TEMPLATE",
-    "AmiBridge",
-    "BridgeConfig",
-    "ClusterPort",
-    "counterpart_name",
-    "hint_lines",
-]
+__all__ = ["AmiLink", "AmiLinkConfig"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE: Final = "Custom:remote-{device}"
-#: Longest device name Asterisk publishes (ast_devstate_changed's 80-byte buffer).
-MAX_DEVICE_NAME: Final = MAX_DEVICE_BYTES
-_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.@+#*~=-]")
 _UNKNOWN_COMMAND: Final = "invalid/unknown command"
 #: Most counterpart writes (Setvar) in flight at once.
 WRITE_WINDOW: Final = 64
 
 
-class ClusterPort(Protocol):
-    """What the bridge needs from the node. Every method is called on the event loop and
-    must return at once (no I/O, no blocking): queue and return."""
-
-    def publish_device(self, device: str, state: DeviceState) -> None:
-        """Assert ``state`` as this server's own slot for ``device``."""
-
-    def publish_mwi(self, mailbox_at_context: str, new: int, old: int) -> None:
-        """Publish this server's counts for ``mailbox@context``."""
-
-    def remote_state(self, device: str) -> DeviceState:
-        """Aggregate of the other servers' slots for ``device``; INVALID when none."""
-
-    def remote_devices(self) -> dict[str, DeviceState]:
-        """Every device with at least one other server's slot → that aggregate."""
-
-    def remote_mwi(self) -> dict[str, tuple[int, int]]:
-        """``mailbox@context`` → (new, old) for mailboxes last written by another server."""
-
-
-def counterpart_name(device: str, template: str = DEFAULT_TEMPLATE) -> str:
-    """The local ``Custom:`` device that mirrors the cluster value of ``device``.
-
-    Characters other than letters, digits and ``_ . @ + # * ~ = -`` become ``-`` (``/`` would
-    make Asterisk read ``Custom:remote-PJSIP/100`` as a channel technology, ``:`` ``&`` ``,``
-    ``(`` ``)`` would break hints or the ``DEVICE_STATE()`` argument). So
-    ``PJSIP/100`` → ``Custom:remote-PJSIP-100``, ``Custom:mystate`` →
-    ``Custom:remote-Custom-mystate``. Distinct devices can collide (``PJSIP/100`` and
-    ``PJSIP-100``); the bridge logs it. Names are cut to Asterisk's 79 characters by keeping a
-    prefix and appending ``~`` plus 8 hex digits of the device's SHA-1, so they stay unique.
-    """
-    safe = _UNSAFE.sub("-", device)
-    name = template.replace("{device}", safe)
-    if len(name) <= MAX_DEVICE_NAME:
-        return name
-    digest = hashlib.sha1(device.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    room = MAX_DEVICE_NAME - (len(template) - len("{device}")) - 9
-    return template.replace("{device}", f"{safe[:room]}~{digest}")
-
-
-def hint_lines(
-    devices: Mapping[str, str], context: str = "default", template: str = DEFAULT_TEMPLATE
-) -> list[str]:
-    """extensions.conf lines giving each extension a hint on its device *and* counterpart.
-
-    ``hint_lines({"1234": "Custom:mystate"}, "devstate_test")`` →
-    ``["[devstate_test]", "exten => 1234,hint,Custom:mystate&Custom:remote-Custom-mystate"]``.
-    """
-    lines = [f"[{context}]"]
-    for exten, device in devices.items():
-        lines.append(f"exten => {exten},hint,{device}&{counterpart_name(device, template)}")
-    return lines
-
-
 @dataclass(frozen=True, slots=True)
-class BridgeConfig:
-    """What one bridge shares, and how remote states are named locally."""
+class AmiLinkConfig:
+    """What one AMI link shares, and how remote states are named locally."""
 
     # fnmatch patterns (case-sensitive) of device names shared in both directions.
     include: tuple[str, ...] = ("*",)
@@ -161,7 +98,7 @@ class BridgeConfig:
         if fixed > MAX_DEVICE_NAME - 16:
             raise ConfigError(f"counterpart template {self.template!r} is too long")
         prefix, _, suffix = self.template.partition("{device}")
-        if _UNSAFE.search(prefix[len("Custom:") :] + suffix):
+        if UNSAFE.search(prefix[len("Custom:") :] + suffix):
             raise ConfigError(f"counterpart template {self.template!r} has unsafe characters")
 
 
@@ -178,17 +115,15 @@ def _count(text: str | None) -> int:
         return -1
 
 
-class AmiBridge:
-    """Bridges one Asterisk and the cluster; see the module docstring."""
+class AmiLink(Link):
+    """Links one Asterisk to the node over AMI; see the module docstring."""
 
-    def __init__(
-        self,
-        cluster: ClusterPort,
-        ami: AmiConfig,
-        config: BridgeConfig | None = None,
-    ) -> None:
-        self.cluster = cluster
-        self.config = config or BridgeConfig()
+    kind = "ami"
+    interest = Interest.REMOTE_DEVICES | Interest.MWI
+
+    def __init__(self, ami: AmiConfig, config: AmiLinkConfig | None = None) -> None:
+        self.port: LinkPort | None = None  # given by the node at start
+        self.config = config or AmiLinkConfig()
         prefix, _, suffix = self.config.template.partition("{device}")
         self._cp_prefix, self._cp_suffix = prefix, suffix
         self.client = AmiClient(ami, on_connected=self._resync, on_event=self._on_event)
@@ -206,7 +141,7 @@ class AmiBridge:
         self._mwiupdate_ok = True
         self._mwiget_ok = True
         self._writer: asyncio.Task[None] | None = None
-        #: Counters: syncs completed, local publishes, echoes swallowed.
+        #: Counters: syncs completed, local changes reported, echoes swallowed.
         self.resyncs = 0
         self.published = 0
         #: local names the cluster cannot carry (logged once each)
@@ -214,15 +149,53 @@ class AmiBridge:
         self._warned_names: set[str] = set()
         self.echoes = 0
 
-    async def start(self) -> None:
+    async def start(self, port: LinkPort) -> None:
+        self.port = port
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop(), name="ami bridge writer")
+            self._writer = asyncio.create_task(self._write_loop(), name="ami link writer")
         await self.client.start()
 
     async def close(self) -> None:
         await self.client.close()
         await cancel_and_wait(self._writer)
         self._writer = None
+
+    def status(self) -> LinkStatus:
+        client = self.client
+        return LinkStatus(
+            kind=self.kind,
+            address=f"{client.config.host}:{client.config.port}",
+            connected=client.connected,
+            resyncs=self.resyncs,
+            reconnects=max(0, client.connections - 1),
+            published=self.published,
+            queue_depth=self.queue_depth,
+            protocol_errors=client.protocol_errors,
+            dropped_events=client.dropped_events,
+            extra={"echoes": self.echoes, "skipped": self.skipped},
+        )
+
+    async def hints(self) -> list[Hint]:
+        """Asterisk's hints (``ExtensionStateList``); raises AmiError when not connected."""
+        try:
+            answer = await self.client.list_action("ExtensionStateList")
+        except AmiActionError as exc:
+            if "no dialplan hints" in exc.message.lower():
+                return []
+            raise
+        hints = []
+        for e in answer.items:
+            status = e.get("Status") or "-1"
+            hints.append(
+                Hint(
+                    exten=e.get("Exten") or "",
+                    context=e.get("Context") or "",
+                    hint=e.get("Hint") or "",
+                    status=int(status) if status.lstrip("-").isdigit() else -1,
+                    status_text=e.get("StatusText") or "",
+                )
+            )
+        return hints
 
     async def wait_synced(self) -> None:
         """Wait until a resync has completed since the last call (wrap in asyncio.timeout)."""
@@ -277,13 +250,13 @@ class AmiBridge:
 
     # -- cluster → local -----------------------------------------------------------------------
 
-    def on_remote_device(self, device: str, remote_state: DeviceState) -> None:
+    def remote_device(self, device: str, state: DeviceState) -> None:
         """The other servers' aggregate for ``device`` changed (INVALID: none left)."""
         if self.shares_device(device):
-            self._dirty_devices[self.counterpart(device)] = remote_state
+            self._dirty_devices[self.counterpart(device)] = state
             self._wake.set()
 
-    def on_remote_mwi(self, mailbox: str, new: int, old: int) -> None:
+    def remote_mwi(self, mailbox: str, new: int, old: int, writer: EID) -> None:
         """Another server wrote ``mailbox@context`` last."""
         if self.shares_mailbox(mailbox):
             self._dirty_mwi[mailbox] = (new, old)
@@ -380,7 +353,7 @@ class AmiBridge:
             if not from_list:
                 self._changed_during_sync.add(device)
         try:
-            self.cluster.publish_device(device, state)
+            self._port().device(device, state)
         except StateError as exc:  # a name the cluster cannot carry: skip it, keep the link
             self._skip(device, exc)
             return
@@ -419,11 +392,16 @@ class AmiBridge:
             if not from_list:
                 self._changed_during_sync.add(key)
         try:
-            self.cluster.publish_mwi(box, *counts)
+            self._port().mwi(box, *counts)
         except StateError as exc:
             self._skip(box, exc)
             return
         self.published += 1
+
+    def _port(self) -> LinkPort:
+        if self.port is None:
+            raise PbxmeshError("the AMI link reports nothing before start()")
+        return self.port
 
     def _skip(self, name: str, exc: StateError) -> None:
         self.skipped += 1
@@ -440,7 +418,7 @@ class AmiBridge:
         self._mwi_echo.clear()
         try:
             expected: dict[str, DeviceState] = {}
-            for device, state in self.cluster.remote_devices().items():
+            for device, state in self._port().remote_devices().items():
                 if self.shares_device(device):
                     expected[self.counterpart(device)] = state
             for name, state in expected.items():
@@ -471,7 +449,11 @@ class AmiBridge:
         )
 
     async def _resync_mwi(self, client: AmiClient) -> int:
-        remote = {m: c for m, c in self.cluster.remote_mwi().items() if self.shares_mailbox(m)}
+        remote = {
+            m: (new, old)
+            for m, (new, old, _) in self._port().remote_mwi().items()
+            if self.shares_mailbox(m)
+        }
         for box, (new, old) in remote.items():
             await self._write_mwi(box, new, old)
         if not self._mwiget_ok:

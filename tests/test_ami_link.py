@@ -1,4 +1,6 @@
-"""The bridge between the simulator (real TCP) and a fake cluster."""
+"""The AMI link between the simulator (real TCP) and a fake port: what is AMI's own (counterpart
+names, include/exclude, MWI echo, stale AstDB counterparts). The link contract is in
+test_link_ami.py."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ami_helpers import SECRET, USER, FakeCluster, RawAmi, start_sim, wait_until
+from ami_helpers import SECRET, THERE, USER, FakeCluster, RawAmi, start_sim, wait_until
 from pbxmesh.errors import ConfigError
-from pbxmesh.links.ami.bridge import AmiBridge, BridgeConfig, counterpart_name, hint_lines
 from pbxmesh.links.ami.client import AmiConfig
 from pbxmesh.links.ami.codec import Action
+from pbxmesh.links.ami.counterparts import counterpart_name, hint_lines
+from pbxmesh.links.ami.link import AmiLink, AmiLinkConfig
 from pbxmesh.pbxsim.server import SimServer
 from pbxmesh.states import DeviceState
 
@@ -48,29 +51,29 @@ async def setvar(port: int, device: str, value: str) -> None:
 
 class Harness:
     sim: SimServer  # set by start()
-    bridge: AmiBridge
+    link: AmiLink
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.cluster = FakeCluster()
 
-    async def start(self, config: BridgeConfig | None = None) -> None:
+    async def start(self, config: AmiLinkConfig | None = None) -> None:
         self.sim = await start_sim(MESH_DIALPLAN, self.tmp_path)
         ami = AmiConfig.local("127.0.0.1", self.sim.port, USER, SECRET)
-        self.bridge = AmiBridge(self.cluster, ami, config)
-        await self.bridge.start()
+        self.link = AmiLink(ami, config)
+        await self.link.start(self.cluster)
         async with asyncio.timeout(5):
-            await self.bridge.wait_synced()
+            await self.link.wait_synced()
 
     async def restart_sim(self) -> None:
         port = self.sim.port
         await self.sim.close()
-        await wait_until(lambda: not self.bridge.client.connected)
+        await wait_until(lambda: not self.link.client.connected)
         self.sim = await start_sim(MESH_DIALPLAN, self.tmp_path, port=port)
 
     async def stop(self) -> None:
-        if hasattr(self, "bridge"):
-            await self.bridge.close()
+        if hasattr(self, "link"):
+            await self.link.close()
         if hasattr(self, "sim"):
             await self.sim.close()
 
@@ -95,9 +98,9 @@ def test_counterpart_names_and_hint_lines() -> None:
         "exten => 1234,hint,Custom:mystate&Custom:remote-Custom-mystate",
     ]
     with pytest.raises(ConfigError):
-        BridgeConfig(template="remote-{device}")
+        AmiLinkConfig(template="remote-{device}")
     with pytest.raises(ConfigError):
-        BridgeConfig(template="Custom:remote")
+        AmiLinkConfig(template="Custom:remote")
 
 
 async def test_local_change_is_published(mesh: Harness) -> None:
@@ -107,7 +110,7 @@ async def test_local_change_is_published(mesh: Harness) -> None:
 
 
 async def test_include_exclude(mesh: Harness) -> None:
-    await mesh.start(BridgeConfig(include=("Custom:*",), exclude=("Custom:private*",)))
+    await mesh.start(AmiLinkConfig(include=("Custom:*",), exclude=("Custom:private*",)))
     await setvar(mesh.sim.port, "Custom:private1", "BUSY")
     await setvar(mesh.sim.port, "Custom:mystate", "BUSY")
     await wait_until(lambda: mesh.cluster.last("Custom:mystate") is DeviceState.BUSY)
@@ -118,9 +121,9 @@ async def test_tutorial_remote_inuse_shows_in_core_show_hints(mesh: Harness) -> 
     await mesh.start()
     assert await hint_state(mesh.sim.port, "1234") == "Idle"
     mesh.cluster.slots["Custom:mystate"] = {"server2": DeviceState.INUSE}
-    mesh.bridge.on_remote_device("Custom:mystate", DeviceState.INUSE)
+    mesh.link.remote_device("Custom:mystate", DeviceState.INUSE)
     async with asyncio.timeout(5):
-        await mesh.bridge.wait_idle()
+        await mesh.link.wait_idle()
     text = await hints_text(mesh.sim.port)
     assert any(
         line.startswith("1234@devstate_test")
@@ -131,11 +134,11 @@ async def test_tutorial_remote_inuse_shows_in_core_show_hints(mesh: Harness) -> 
     # the local device itself was never touched, and nothing echoed back to the cluster
     assert mesh.sim.pbx.custom_db.get("mystate") is None
     assert all(not d.startswith("Custom:remote-") for d, _ in mesh.cluster.published)
-    assert mesh.bridge.echoes >= 1
+    assert mesh.link.echoes >= 1
     # the remote server left: INVALID is written and the hint falls back to the local value
-    mesh.bridge.on_remote_device("Custom:mystate", DeviceState.INVALID)
+    mesh.link.remote_device("Custom:mystate", DeviceState.INVALID)
     async with asyncio.timeout(5):
-        await mesh.bridge.wait_idle()
+        await mesh.link.wait_idle()
     assert mesh.sim.pbx.custom_db["remote-Custom-mystate"] == "INVALID"
     assert await hint_state(mesh.sim.port, "1234") == "Idle"
 
@@ -145,10 +148,10 @@ async def test_mwi_both_ways_without_echo(mesh: Harness) -> None:
     ami = await RawAmi.connect(mesh.sim.port)
     await ami.request(Action.of("MWIUpdate", Mailbox="1000@default", NewMessages=2, OldMessages=0))
     await wait_until(lambda: ("1000@default", 2, 0) in mesh.cluster.published_mwi)
-    mesh.cluster.mwi["2000@default"] = (5, 1)
-    mesh.bridge.on_remote_mwi("2000@default", 5, 1)
+    mesh.cluster.mailboxes["2000@default"] = (5, 1)
+    mesh.link.remote_mwi("2000@default", 5, 1, THERE)
     async with asyncio.timeout(5):
-        await mesh.bridge.wait_idle()
+        await mesh.link.wait_idle()
     count = await ami.request(Action.of("MailboxCount", Mailbox="2000@default"))
     assert (count["NewMessages"], count["OldMessages"]) == ("5", "1")
     await ami.request(Action.of("MWIUpdate", Mailbox="3000@default", NewMessages=1))
@@ -161,11 +164,11 @@ async def test_reconnect_resync_both_ways(mesh: Harness) -> None:
     await mesh.start()
     await setvar(mesh.sim.port, "Custom:mystate", "BUSY")
     mesh.cluster.slots["PJSIP/100"] = {"server2": DeviceState.RINGING}
-    mesh.bridge.on_remote_device("PJSIP/100", DeviceState.RINGING)
+    mesh.link.remote_device("PJSIP/100", DeviceState.RINGING)
     mesh.cluster.slots["Custom:gone"] = {"server3": DeviceState.INUSE}
-    mesh.bridge.on_remote_device("Custom:gone", DeviceState.INUSE)
+    mesh.link.remote_device("Custom:gone", DeviceState.INUSE)
     async with asyncio.timeout(5):
-        await mesh.bridge.wait_idle()
+        await mesh.link.wait_idle()
     assert await hint_state(mesh.sim.port, "100") == "Ringing"
     mesh.cluster.published.clear()
     # while Asterisk is down, server3 leaves and server2's phone stops ringing
@@ -173,42 +176,42 @@ async def test_reconnect_resync_both_ways(mesh: Harness) -> None:
     del mesh.cluster.slots["Custom:gone"]
     mesh.cluster.slots["PJSIP/100"] = {"server2": DeviceState.NOT_INUSE}
     async with asyncio.timeout(5):
-        await mesh.bridge.wait_synced()
+        await mesh.link.wait_synced()
     # local states were read again and republished
     assert mesh.cluster.last("Custom:mystate") is DeviceState.BUSY
     # remote counterparts rewritten; the stale one (left in AstDB) is corrected to INVALID
     assert mesh.sim.pbx.custom_db["remote-PJSIP-100"] == "NOT_INUSE"
     assert mesh.sim.pbx.custom_db["remote-Custom-gone"] == "INVALID"
     assert await hint_state(mesh.sim.port, "100") == "Idle"
-    assert mesh.bridge.resyncs == 2
+    assert mesh.link.resyncs == 2
 
 
 async def test_names_the_cluster_cannot_carry_are_skipped_and_the_link_survives() -> None:
     """Asterisk can hold a mailbox ``@emptybox`` or a count of -1; neither may end the link."""
     from pbxmesh.errors import StateError
-    from pbxmesh.links.ami.bridge import AmiBridge
     from pbxmesh.links.ami.client import AmiConfig
+    from pbxmesh.links.ami.link import AmiLink
     from tests.ami_helpers import SECRET, USER, FakeCluster, start_sim, wait_until
 
     class Strict(FakeCluster):
-        def publish_mwi(self, mailbox_at_context: str, new: int, old: int) -> None:
+        def mwi(self, mailbox: str, new: int, old: int) -> None:
             if new < 0 or new > 0x7FFFFFFF:
                 raise StateError(f"message counts {new}/{old} out of range")
-            super().publish_mwi(mailbox_at_context, new, old)
+            super().mwi(mailbox, new, old)
 
     sim = await start_sim()
     sim.pbx.mwi_update("@emptybox", 1, 0)
     sim.pbx.mwi_update("1000@default", 4294967295, 0)
     cluster = Strict()
-    bridge = AmiBridge(cluster, AmiConfig.local("127.0.0.1", sim.port, USER, SECRET))
+    link = AmiLink(AmiConfig.local("127.0.0.1", sim.port, USER, SECRET))
     try:
-        await bridge.start()
+        await link.start(cluster)
         async with asyncio.timeout(10):
-            await bridge.wait_synced()
-        assert bridge.skipped >= 2
+            await link.wait_synced()
+        assert link.skipped >= 2
         sim.pbx.set_custom("Custom:mystate", "INUSE")
         await wait_until(lambda: cluster.last("Custom:mystate") is not None, 5, "still shared")
-        assert bridge.client.connected
+        assert link.client.connected
     finally:
-        await bridge.close()
+        await link.close()
         await sim.close()

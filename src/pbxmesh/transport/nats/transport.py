@@ -59,7 +59,13 @@ why a reconnect always ends in a snapshot exchange.
 *Late joiners* get the whole state from that snapshot exchange, not from a JetStream KV
 bucket; docs/nats.md gives the measurements and reasons.
 
-*Errors.* nats-py exceptions become :mod:`pbxmesh.errors` in one place, :func:`_translate`.
+*Where things are.* ``config.py`` (settings, subjects), ``heartbeat.py`` (the heartbeat codec
+and the :class:`~pbxmesh.transport.nats.heartbeat.PeerTable` that turns heartbeats and
+silence into views; no I/O), ``errors.py`` (nats-py's exceptions), this module (the
+connection, the timer, the inbound boundary).
+
+*Errors.* nats-py exceptions become :mod:`pbxmesh.errors` in one place,
+:func:`~pbxmesh.transport.nats.errors.translate`.
 nats-py itself is imported lazily in ``start()``: the package imports without it.
 """
 
@@ -71,17 +77,12 @@ import logging
 import os
 import secrets
 import ssl
-import string
-import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from enum import IntEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import ConfigError, RemoteProtocolError, TransportClosed, TransportError
-from ..tasks import cancel_and_wait
-from .base import (
+from ...errors import ConfigError, RemoteProtocolError, TransportClosed, TransportError
+from ...tasks import cancel_and_wait
+from ..base import (
     END,
     LinkState,
     Member,
@@ -91,253 +92,22 @@ from .base import (
     TransportEvent,
     drain,
 )
+from .config import NatsConfig, group_subjects, member_token
+from .errors import Busy, translate
+from .heartbeat import Heartbeat, HeartbeatKind, PeerTable, decode_heartbeat, encode_heartbeat
 
 if TYPE_CHECKING:
-    from ..config import ClusterConfig
+    from ...config import ClusterConfig
 
-__all__ = [
-    "Heartbeat",
-    "HeartbeatKind",
-    "NatsConfig",
-    "NatsTransport",
-    "decode_heartbeat",
-    "encode_heartbeat",
-    "group_subjects",
-    "member_token",
-]
+__all__ = ["NatsTransport"]
 
 log = logging.getLogger(__name__)
 
-_SAFE: Final = frozenset(string.ascii_letters + string.digits + "_-")
 _FALLBACK_MAX_PAYLOAD: Final = 1024 * 1024
 #: a timer this late (seconds) means our event loop was busy: see NatsTransport._forgive
 _STALL_SLACK: Final = 0.05
 
 
-def member_token(name: str) -> str:
-    """``name`` as one NATS subject token, reversibly: unsafe UTF-8 bytes become ``%XX``."""
-    if not name:
-        raise ConfigError("a NATS member needs a non-empty node name")
-    out: list[str] = []
-    for ch in name:
-        if ch in _SAFE:
-            out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode())
-    return "".join(out)
-
-
-def group_subjects(prefix: str, group: str, token: str) -> tuple[str, str, str]:
-    """(frames subject, heartbeat subject, subscription) of member ``token`` in ``group``."""
-    base = f"{prefix}.{group}"
-    return f"{base}.frames.{token}", f"{base}.hb.{token}", f"{base}.>"
-
-
-# -- heartbeat codec (sans-IO) ---------------------------------------------------------------------
-class HeartbeatKind(IntEnum):
-    # WARNING: wire values, append-only; never renumber.
-    ALIVE = 1
-    PROBE = 2  # ALIVE, and "everyone answer with an ALIVE now"
-    LEAVE = 3
-
-
-# magic, version, kind, instance, epoch; then the UTF-8 node name (1..255 bytes)
-_HB: Final = struct.Struct("!4sBBQI")
-_HB_MAGIC: Final = b"PBXH"
-# WARNING: bump only with a decoder that still reads version 1.
-_HB_VERSION: Final = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """One heartbeat message; validated on construction."""
-
-    kind: HeartbeatKind
-    instance: int  # random per transport object: a new one means the member restarted
-    epoch: int  # +1 on every reconnect: a higher one means "I may have missed frames"
-    name: str  # the node name (its token must match the subject's)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.instance < 1 << 64:
-            raise ValueError(f"heartbeat instance {self.instance} is not a u64")
-        if not 0 <= self.epoch < 1 << 32:
-            raise ValueError(f"heartbeat epoch {self.epoch} is not a u32")
-        if not 1 <= len(self.name.encode()) <= 255:
-            raise ValueError(f"heartbeat name {self.name!r} must be 1..255 bytes of UTF-8")
-
-
-def encode_heartbeat(hb: Heartbeat) -> bytes:
-    return _HB.pack(_HB_MAGIC, _HB_VERSION, hb.kind, hb.instance, hb.epoch) + hb.name.encode()
-
-
-def decode_heartbeat(data: bytes) -> Heartbeat:
-    """Raises :class:`RemoteProtocolError` for anything that is not a heartbeat."""
-    if len(data) <= _HB.size:
-        raise RemoteProtocolError(f"heartbeat of {len(data)} bytes is too short")
-    magic, version, kind, instance, epoch = _HB.unpack_from(data)
-    if magic != _HB_MAGIC or version != _HB_VERSION:
-        raise RemoteProtocolError(f"not a version {_HB_VERSION} heartbeat: {data[:5]!r}")
-    try:
-        return Heartbeat(HeartbeatKind(kind), instance, epoch, data[_HB.size :].decode())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RemoteProtocolError(f"bad heartbeat: {exc}") from None
-
-
-# -- configuration ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class NatsConfig:
-    """Settings of :class:`NatsTransport`; validated when built. Times in seconds."""
-
-    # This node's name; its member id and subject token is member_token(name).
-    name: str
-    # The group ([cluster] group): nodes of one mesh share it, and a subject level.
-    group: str = "pbxmesh"
-    # Server URLs (nats:// or tls://). Give every server of the site or cluster: nats-py
-    # fails over to the others (it also learns the cluster's servers from the first one).
-    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
-    # First subject level. Change it only to run unrelated meshes in one account.
-    prefix: str = "pbxmesh"
-    # Credentials: user/password, or an nkey seed file, or a .creds file (JWT + nkey).
-    user: str | None = None
-    password: str | None = None
-    nkey_seed: Path | None = None
-    creds: Path | None = None
-    # TLS: the CA that signed the servers' certificates; client cert and key for mutual TLS.
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    # Seconds between heartbeats. Lower detects failures sooner for more messages (each
-    # member sends 1/interval per second, and receives that times the group size).
-    heartbeat_interval: float = 0.5
-    # A member silent this long has failed. Keep it >= 4 heartbeats: a WAN hiccup or a busy
-    # host must not look like a failure (every failure costs a snapshot round).
-    failure_timeout: float = 2.5
-    # No echo of our own heartbeats for this long while "connected": the server is frozen or
-    # cut off; force a reconnect to another server. 0: 3 x heartbeat_interval.
-    echo_timeout: float = 0.0
-    # After start and after a reconnect, wait this long for probe answers before reporting
-    # the view. Longer merges more joins into one view (one snapshot round); shorter joins
-    # sooner. Answers on a LAN or loopback arrive in a few ms, on a WAN in one RTT.
-    join_gather: float = 0.2
-    # nats-py client pings: a dead server is noticed after about interval x (pings + 1).
-    # The echo watchdog is faster; this is the backstop.
-    ping_interval: float = 2.0
-    max_outstanding_pings: int = 2
-    # Seconds for one connection attempt (TCP, TLS, INFO/CONNECT). A frozen server accepts
-    # the TCP connection and then says nothing: this bounds the time lost on it.
-    connect_timeout: float = 1.0
-    # Seconds before trying the same server again; other servers are tried at once.
-    reconnect_time_wait: float = 0.25
-    # Bytes nats-py buffers while reconnecting; beyond that send() waits for the link.
-    pending_size: int = 8 * 1024 * 1024
-    # Shuffle the server list (spreads nodes over servers). Tests pin a server with False.
-    randomize: bool = True
-    # Seconds start() may take to connect before raising TransportError.
-    start_timeout: float = 10.0
-    # Seconds close() waits for the leave to be flushed to the server.
-    leave_timeout: float = 2.0
-    # Cap on one message in bytes; the effective limit is the smaller of this and the
-    # server's max_payload. 0: the server's limit.
-    max_message_size: int = 0
-
-    def __post_init__(self) -> None:
-        member_token(self.name)
-        if len(self.name.encode()) > 255:
-            raise ConfigError(f"nats node name {self.name!r} is longer than 255 bytes")
-        for key in ("group", "prefix"):
-            value = getattr(self, key)
-            if not value or any(c not in _SAFE for c in value):
-                raise ConfigError(f"nats {key} {value!r} must be letters, digits, '-' or '_'")
-        if not self.servers:
-            raise ConfigError("nats servers: give at least one nats:// or tls:// URL")
-        for key in (
-            "heartbeat_interval",
-            "failure_timeout",
-            "join_gather",
-            "ping_interval",
-            "connect_timeout",
-            "reconnect_time_wait",
-            "start_timeout",
-            "leave_timeout",
-        ):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"nats {key} must be > 0, got {getattr(self, key)!r}")
-        if self.failure_timeout <= 2 * self.heartbeat_interval:
-            raise ConfigError("nats failure_timeout must be more than twice heartbeat_interval")
-        if self.echo_timeout and self.echo_timeout <= self.heartbeat_interval:
-            raise ConfigError("nats echo_timeout must be more than heartbeat_interval (or 0)")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("nats tls_cert and tls_key go together (mutual TLS)")
-        if self.password is not None and self.user is None:
-            raise ConfigError("nats password given without user")
-        if sum(x is not None for x in (self.user, self.nkey_seed, self.creds)) > 1:
-            raise ConfigError("nats: give one of user/password, nkey_seed or creds")
-        if self.max_message_size < 0 or self.pending_size < 0 or self.max_outstanding_pings < 1:
-            raise ConfigError("nats max_message_size/pending_size >= 0, max_outstanding_pings >= 1")
-
-    @property
-    def effective_echo_timeout(self) -> float:
-        return self.echo_timeout or 3 * self.heartbeat_interval
-
-    @classmethod
-    def local(cls, name: str, group: str, servers: tuple[str, ...], **kw: Any) -> NatsConfig:
-        """Fast timers for tests against servers on the same host."""
-        base: dict[str, Any] = {
-            "heartbeat_interval": 0.25,
-            "failure_timeout": 1.25,
-            "join_gather": 0.1,
-            "ping_interval": 1.0,
-            "connect_timeout": 0.5,
-            "reconnect_time_wait": 0.1,
-            "start_timeout": 10.0,
-        }
-        base.update(kw)
-        return cls(name=name, group=group, servers=servers, **base)
-
-
-@dataclass(slots=True)
-class _Peer:
-    member: Member
-    instance: int
-    epoch: int
-    last_seen: float
-
-
-class _Busy(TransportError):
-    """nats-py cannot take the message now (reconnecting, buffer full): wait and retry."""
-
-
-def _translate(exc: BaseException, servers: tuple[str, ...]) -> TransportError:
-    """THE place where nats-py exceptions become pbxmesh errors."""
-    import nats.errors as ne
-
-    where = ", ".join(servers)
-    match exc:
-        case ne.OutboundBufferLimitError() | ne.ConnectionReconnectingError():
-            return _Busy(f"nats: reconnecting, outbound buffer full ({type(exc).__name__})")
-        case ne.ConnectionClosedError() | ne.ConnectionDrainingError():
-            return TransportClosed("nats connection is closed")
-        case ne.AuthorizationError():
-            return TransportError(
-                f"nats: {where} refused our credentials; check [cluster.nats] user/password, "
-                "nkey_seed or creds against the server's accounts"
-            )
-        case ne.SecureConnRequiredError() | ne.SecureConnFailedError() | ssl.SSLError():
-            return TransportError(
-                f"nats: TLS with {where} failed ({exc}); set tls_ca to the CA of the servers' "
-                "certificates (and tls_cert/tls_key if the servers require client certificates)"
-            )
-        case ne.NoServersError() | ne.TimeoutError() | TimeoutError() | OSError():
-            return TransportError(
-                f"nats: no server reachable among {where} ({type(exc).__name__}: {exc}); "
-                "is nats-server running there?"
-            )
-        case ne.Error():
-            return TransportError(f"nats: {type(exc).__name__}: {exc}")
-    return TransportError(f"nats: unexpected {type(exc).__name__}: {exc}")
-
-
-# -- the transport ---------------------------------------------------------------------------------
 class NatsTransport(Transport):
     """A member of one pbxmesh group over NATS; see the module docstring."""
 
@@ -356,8 +126,7 @@ class NatsTransport(Transport):
         self._queue: asyncio.Queue[TransportEvent | object] = asyncio.Queue()
         self._nc: Any = None
         self._sub: Any = None
-        self._peers: dict[str, _Peer] = {}
-        self._view = 0
+        self._peers = PeerTable(self.member)
         self._started = False
         self._closed = False
         self._joined = asyncio.Event()  # set once the first view is out (and for good on close)
@@ -449,12 +218,12 @@ class NatsTransport(Transport):
             raise
         except Exception as exc:
             await self._abort(nc)
-            raise _translate(exc, self.config.servers) from exc
+            raise translate(exc, self.config.servers) from exc
         await asyncio.sleep(self.config.join_gather)  # probe answers arrive meanwhile
         if self._closed:
             raise TransportClosed("nats transport was closed while starting")
         self._gathering = False
-        self._report(joined=(*(p.member for p in self._peers.values()), self.member))
+        self._report(self._peers.change(joined=(*self._peers.members(), self.member)))
         held, self._held = self._held or [], None
         for msg in held:
             self._deliver(msg)
@@ -465,7 +234,7 @@ class NatsTransport(Transport):
             self.config.group,
             self.self_id,
             self.connected_url,
-            len(self._peers) + 1,
+            len(self._peers.peers) + 1,
         )
 
     async def send(self, data: bytes) -> None:
@@ -482,8 +251,8 @@ class NatsTransport(Transport):
                     await self._nc.publish(self._frames, data)
                     return
                 except Exception as exc:
-                    err = _translate(exc, self.config.servers)
-                    if not isinstance(err, _Busy):
+                    err = translate(exc, self.config.servers)
+                    if not isinstance(err, Busy):
                         raise err from exc
                 if self._link.is_set():
                     await asyncio.sleep(0.02)  # nats-py is reconnecting but has not said so yet
@@ -591,8 +360,7 @@ class NatsTransport(Transport):
         now = loop.time()
         self._epoch = (self._epoch + 1) & 0xFFFFFFFF
         self._last_echo = now
-        for peer in self._peers.values():
-            peer.last_seen = now  # they get a full failure_timeout to show up again
+        self._peers.reset(now)  # they get a full failure_timeout to show up again
         self._gathering = True
         self._link.set()
         log.info(
@@ -611,7 +379,7 @@ class NatsTransport(Transport):
         await asyncio.sleep(self.config.join_gather)
         self._gathering = False
         if not self._closed:
-            self._report(joined=tuple(p.member for p in self._peers.values()))
+            self._report(self._peers.change(joined=self._peers.members()))
 
     async def _on_closed(self) -> None:
         if self._closed:
@@ -652,7 +420,7 @@ class NatsTransport(Transport):
                         log.debug("nats heartbeat not sent: %s", exc)
             self._check(loop.time())
             deadlines = [next_hb]
-            deadlines += [p.last_seen + c.failure_timeout for p in self._peers.values()]
+            deadlines += self._peers.deadlines(c.failure_timeout)
             delay = max(0.005, min(deadlines) - loop.time())
             expected = loop.time() + delay
             await asyncio.sleep(delay)
@@ -661,8 +429,7 @@ class NatsTransport(Transport):
         """Our event loop ran us ``seconds`` late (a long merge, CPU starvation): time in
         which we could not read does not count against anybody, ourselves included."""
         self._last_echo += seconds
-        for peer in self._peers.values():
-            peer.last_seen += seconds
+        self._peers.forgive(seconds)
         if seconds > self.config.heartbeat_interval:
             log.info("nats: event loop stalled %.2f s; failure timers extended", seconds)
 
@@ -682,11 +449,9 @@ class NatsTransport(Transport):
                 self._last_echo = now  # one forced reconnect per echo_timeout
                 self._spawn(self._nc.force_reconnect())
             return  # our own path is in doubt: do not blame the others
-        dead = [p for p in self._peers.values() if now - p.last_seen > self.config.failure_timeout]
-        for p in dead:
-            del self._peers[p.member.member_id]
-        if dead:
-            self._report(left=tuple(p.member for p in dead), clean=False)
+        change = self._peers.expire(now, self.config.failure_timeout)
+        if change is not None:
+            self._report(change)
 
     # -- inbound ---------------------------------------------------------------------------------
     async def _on_msg(self, msg: Any) -> None:
@@ -698,9 +463,7 @@ class NatsTransport(Transport):
         if kind == "frames":
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("<<- frame from=%s len=%d", sender, len(msg.data))
-            peer = self._peers.get(sender)
-            if peer is not None:
-                peer.last_seen = asyncio.get_running_loop().time()
+            self._peers.seen(sender, asyncio.get_running_loop().time())
             self._deliver(Message(sender=sender, data=msg.data))
         elif kind == "hb":
             try:
@@ -730,29 +493,8 @@ class NatsTransport(Transport):
                     self.config.group,
                 )
             return
-        peer = self._peers.get(sender)
-        if hb.kind is HeartbeatKind.LEAVE:
-            if peer is not None and peer.instance == hb.instance:
-                del self._peers[sender]
-                self._report(left=(peer.member,), clean=True)
-            return
-        if peer is not None and peer.instance != hb.instance:
-            # Restarted: the old incarnation failed. Report it gone first, so that the node
-            # drops what it asserted, then the new one joins.
-            del self._peers[sender]
-            self._report(left=(peer.member,), clean=False)
-            peer = None
-        if peer is None:
-            member = Member(member_id=sender, name=hb.name)
-            self._peers[sender] = _Peer(member, hb.instance, hb.epoch, now)
-            if not self._gathering:
-                self._report(joined=(member,))
-        else:
-            peer.last_seen = now
-            if hb.epoch != peer.epoch:
-                peer.epoch = hb.epoch
-                if not self._gathering:
-                    self._report(joined=(peer.member,))  # it reconnected: resync
+        for change in self._peers.heartbeat(sender, hb, now, self._gathering):
+            self._report(change)
         if hb.kind is HeartbeatKind.PROBE and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._heartbeat(HeartbeatKind.ALIVE)
@@ -766,29 +508,14 @@ class NatsTransport(Transport):
         else:
             self._queue.put_nowait(event)
 
-    def _report(
-        self, joined: tuple[Member, ...] = (), left: tuple[Member, ...] = (), clean: bool = True
-    ) -> None:
-        self._view += 1
-        members = (self.member, *sorted((p.member for p in self._peers.values()), key=_mid))
-        change = MembershipChange(
-            members=members,
-            joined=joined,
-            left=left,
-            view=self._view,
-            clean=tuple(clean for _ in left),
-        )
+    def _report(self, change: MembershipChange) -> None:
         log.info(
             "nats membership group=%s view=%d members=%d joined=%s left=%s clean=%s",
             self.config.group,
-            self._view,
-            len(members),
-            [m.member_id for m in joined],
-            [m.member_id for m in left],
-            clean,
+            change.view,
+            len(change.members),
+            [m.member_id for m in change.joined],
+            [m.member_id for m in change.left],
+            all(change.clean),
         )
         self._deliver(change)
-
-
-def _mid(m: Member) -> str:
-    return m.member_id

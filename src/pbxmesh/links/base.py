@@ -1,0 +1,184 @@
+"""The link interface: one way of talking to Asterisk, as the node sees it.
+
+Theory of operation
+-------------------
+A *link* joins the node to an Asterisk by one protocol: AMI today (``links/ami/``), SIP
+PUBLISH and Asterisk's own res_corosync ring next. Whatever the protocol, a link does four
+things and nothing else, and this module is the whole of its contract with the node:
+
+**It reports Asterisk's own changes** through a :class:`LinkPort`, a handle the node gives it
+for one *origin* (this server's EID): ``port.device(name, state)`` and ``port.mwi(box, new,
+old)``. The node versions each report with its clock, applies it to the origin's slot and
+sends it. (A link that speaks for several Asterisk origins, as the res_corosync ring will,
+is meant to get one port per origin; :attr:`LinkPort.origin` says which. Today the node
+hands out its own origin's port only.)
+
+**It is told the rest of the cluster's changes**, one method per kind of change, chosen by
+the link's :attr:`Link.interest`:
+
+* :meth:`Link.remote_device` (``Interest.REMOTE_DEVICES``) -- the aggregate of every *other*
+  origin's slot for a device changed (INVALID: no other origin has it). AMI writes it to a
+  ``Custom:`` counterpart; the ring will want it too.
+* :meth:`Link.origin_device` (``Interest.ORIGIN_DEVICES``) -- one other origin's slot
+  changed (INVALID: the slot was removed), and :meth:`Link.origin_left` once an origin has
+  gone altogether. SIP PUBLISH publishes each server's state under that server's EID.
+* :meth:`Link.remote_mwi` (``Interest.MWI``) -- a mailbox's counts changed and its last
+  writer is another origin.
+
+**It resynchronises** after every (re)connect: it reads the whole picture back from the port
+(:meth:`LinkPort.remote_devices`, :meth:`LinkPort.origin_devices`,
+:meth:`LinkPort.remote_mwi`), writes it to Asterisk, and reports Asterisk's whole local
+picture. A change it is told while resyncing is newer than what it read and must win.
+
+**It says how it is** through :meth:`Link.status` (connected, resyncs, queue depth, ...),
+read by ``status``, ``/metrics`` and the lamp page.
+
+What the node does for every link, so no link repeats it: versions and ordering (changes are
+told in the order the node applies them), pacing and sending, dedup (a link is told a value
+only when it changed: per device for the aggregate, per slot for an origin), and the cluster's
+own echo (a link is never told its own origin's slots, nor a mailbox its origin wrote last).
+What stays in a link: its protocol's echoes (AMI's ``Custom:`` counterparts coming back as
+``DeviceStateChange``, ``MessageWaiting`` after its own ``MWIUpdate``), naming, selection by
+pattern, and everything about its connection.
+
+Threading: every call in either direction runs on the event loop and must return at once
+(queue and return; never await Asterisk inside a tell).
+
+A new event type (presence, issue 14) is one more report method on :class:`LinkPort`, one
+more tell method on :class:`Link` with a default that ignores it, and one more
+:class:`Interest` flag; existing links keep working untouched.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..eid import EID
+from ..states import DeviceState
+
+__all__ = ["Hint", "Interest", "Link", "LinkPort", "LinkStatus"]
+
+
+class Interest(enum.Flag):
+    """Which of the cluster's changes a link wants to be told."""
+
+    NONE = 0
+    #: the aggregate of the other origins' slots, per device (:meth:`Link.remote_device`)
+    REMOTE_DEVICES = enum.auto()
+    #: each other origin's slot, per device (:meth:`Link.origin_device`, ``origin_left``)
+    ORIGIN_DEVICES = enum.auto()
+    #: mailboxes whose last writer is another origin (:meth:`Link.remote_mwi`)
+    MWI = enum.auto()
+
+
+class LinkPort(Protocol):
+    """The node as one link sees it: a handle for one origin.
+
+    Reports raise :class:`~pbxmesh.errors.StateError` for a name or count the cluster cannot
+    carry (the link skips that item and keeps going). Everything returns at once.
+    """
+
+    @property
+    def origin(self) -> EID:
+        """The origin this port reports for (this server's EID)."""
+
+    def device(self, device: str, state: DeviceState) -> None:
+        """Asterisk's own state for ``device`` changed (or was read in a resync)."""
+
+    def mwi(self, mailbox: str, new: int, old: int) -> None:
+        """Asterisk's own counts for ``mailbox@context``."""
+
+    def remote_devices(self) -> dict[str, DeviceState]:
+        """Every device some other origin holds -> the aggregate of the other slots."""
+
+    def origin_devices(self) -> list[tuple[str, EID, DeviceState]]:
+        """Every other origin's slot as ``(device, origin, state)``."""
+
+    def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
+        """``mailbox@context`` -> ``(new, old, writer)`` for mailboxes another origin wrote."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """How a link is, for ``status``, ``/metrics`` and the lamp page."""
+
+    kind: str  # "ami", later "sip", "ring"
+    address: str  # the Asterisk end, e.g. "127.0.0.1:5038"
+    connected: bool
+    resyncs: int = 0  # complete resyncs done (one per connection)
+    reconnects: int = 0  # connections made after the first
+    published: int = 0  # Asterisk's own changes reported to the node
+    queue_depth: int = 0  # cluster changes waiting to be written to Asterisk
+    protocol_errors: int = 0  # malformed messages from Asterisk dropped
+    dropped_events: int = 0  # Asterisk events dropped because a queue was full
+    #: anything else a protocol wants to show (kept out of the generic fields)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """One dialplan hint as Asterisk shows it (``core show hints``)."""
+
+    exten: str
+    context: str
+    hint: str  # the devices it watches, "PJSIP/100&Custom:remote-PJSIP-100"
+    status: int  # Asterisk's extension state number (-1 when unknown)
+    status_text: str
+
+
+class Link(abc.ABC):
+    """One link to Asterisk. See the module docstring for the contract.
+
+    Lifecycle: the node attaches the link and hands it a port (``Node.add_link``), then
+    :meth:`start`; tells may arrive from then on, whether or not Asterisk is connected (queue
+    them, or drop them and rely on the resync at connect). :meth:`close` stops it; it is told
+    nothing afterwards.
+    """
+
+    #: short name of the protocol ("ami"), used in logs, status and metric labels
+    kind: str = "link"
+    #: the changes this link wants to be told (read once, when the node attaches it)
+    interest: Interest = Interest.NONE
+
+    @abc.abstractmethod
+    async def start(self, port: LinkPort) -> None:
+        """Start connecting (in the background: return without waiting for Asterisk)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect and stop every task. Idempotent."""
+
+    @abc.abstractmethod
+    def status(self) -> LinkStatus:
+        """The link's state now."""
+
+    @abc.abstractmethod
+    async def wait_synced(self) -> None:
+        """Wait until a resync has completed since the last call (wrap in asyncio.timeout)."""
+
+    @abc.abstractmethod
+    async def wait_idle(self) -> None:
+        """Wait until no resync runs and everything told has been written to Asterisk."""
+
+    async def hints(self) -> list[Hint] | None:
+        """Asterisk's dialplan hints, or None if this link cannot read them.
+
+        Raises :class:`~pbxmesh.errors.LinkError` when Asterisk cannot be asked now.
+        """
+        return None
+
+    # -- told: the cluster's changes (each returns at once) ----------------------------------
+    def remote_device(self, device: str, state: DeviceState) -> None:  # noqa: B027
+        """The aggregate of the other origins' slots for ``device`` (INVALID: none left)."""
+
+    def origin_device(self, device: str, origin: EID, state: DeviceState) -> None:  # noqa: B027
+        """``origin``'s slot for ``device`` changed (INVALID: the slot was removed)."""
+
+    def origin_left(self, origin: EID) -> None:  # noqa: B027
+        """``origin`` left the cluster; its slots were told removed just before."""
+
+    def remote_mwi(self, mailbox: str, new: int, old: int, writer: EID) -> None:  # noqa: B027
+        """Another origin, ``writer``, wrote the counts of ``mailbox@context`` last."""

@@ -1,0 +1,571 @@
+"""The node: one server's share of the cluster, over any transport.
+
+Theory of operation
+-------------------
+A node owns one origin, its EID. It keeps the per-origin :class:`~pbxmesh.store.DeviceStore`
+and the :class:`~pbxmesh.store.MwiStore` for the whole cluster, and speaks pbxmesh frames over
+one :class:`~pbxmesh.transport.Transport`. Its parts, each in its own module:
+
+* ``outbound.py`` -- *local changes* (``publish_device``/``publish_mwi``, from a link to
+  Asterisk or the CLI) get a version from the node's hybrid clock, are applied to the store at
+  once (so local state is served even while the cluster is unreachable) and are queued for
+  sending; the queue supersedes by key and a paced sender drains it in CHANGES frames;
+* ``snapshots.py`` -- on every membership change with a join the node re-announces its own
+  origin as a complete SNAPSHOT per channel; receivers gather the parts and merge them with
+  ``merge_snapshot(complete_as_of=…)``, which also retracts what the origin no longer has;
+* ``membership.py`` -- frames teach the node which transport member speaks for which EID; when
+  an EID's current member is no longer in the view, its slots are dropped and the changed
+  cluster values emitted. After a partition heals the joined members re-announce and every
+  store converges. When the link to the engine goes down the node keeps serving its local
+  state and resynchronises on the fresh membership change that follows the reconnect;
+* ``fanout.py`` -- listeners and links to Asterisk are told what changed (``links/base.py``).
+
+This module holds the lifecycle, the one inbound boundary (:meth:`Node._on_message`: decode,
+own echo, guard, channel subscription, apply) and the reads.
+
+*Channels* are ais.conf's event channels: a channel publishes and subscribes event types
+(``device_state``, ``mwi``). Frames carry their channel's name; a receiver applies an item only
+if its own channel of that name subscribes to the item's kind.
+
+*Own echo.* Transports deliver our own frames back; frames carrying our EID are dropped, and
+a frame with our EID from another member means two nodes share an EID: logged loudly.
+
+Security (origin signatures, authorisation, replay protection) plugs in as a
+:class:`FrameGuard`; without one frames are accepted as they are (as Corosync's own ring does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from ..clock import HybridClock, version_millis
+from ..eid import EID
+from ..errors import PbxmeshError, RemoteProtocolError, SecurityError, StateError
+from ..links.base import Link, LinkPort
+from ..states import DeviceState
+from ..store import (
+    DeviceChange,
+    DeviceStore,
+    MwiChange,
+    MwiRecord,
+    MwiStore,
+    check_device_name,
+    normalize_mailbox,
+)
+from ..tasks import cancel_and_wait
+from ..transport.base import LinkState, MembershipChange, Message, Transport
+from ..wire import frame as wire
+from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem
+from .config import ChannelConfig, NodeConfig
+from .fanout import Fanout, NodeListener
+from .guard import FrameGuard
+from .membership import MemberInfo, Membership
+from .outbound import Outbound
+from .snapshots import SnapshotGatherer, send_snapshots
+from .stats import NodeStats, count
+
+__all__ = ["Node"]
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """One node of the mesh. ``await start()``, then publish and listen; ``await close()``."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        transport: Transport,
+        clock: HybridClock | None = None,
+        guard: FrameGuard | None = None,
+    ) -> None:
+        self.config = config
+        self.eid = config.eid
+        self.transport = transport
+        self.clock = clock or HybridClock(lambda: time.time_ns() // 1_000_000)
+        self.guard = guard
+        self.devices = DeviceStore()
+        self.mwi = MwiStore()
+        self.stats = NodeStats()
+        self._fanout = Fanout(self.devices, self.eid)
+        #: listeners of the cluster's changes (append to it); see :class:`NodeListener`
+        self.listeners: list[NodeListener] = self._fanout.listeners
+        self._channels = {c.name: c for c in config.channels}
+        self._out = Outbound(config, transport, self.clock, guard, self.stats)
+        self._membership = Membership(self.eid, config.name)
+        self._snapshots = SnapshotGatherer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._warned: set[tuple[str, str]] = set()
+        self._joined = asyncio.Event()
+        self._closed = False
+        self._resync_started = 0.0
+        #: counts this node's own assertions, so a saver knows when to write them
+        self.own_changes = 0
+        #: (kind, name) of the assertions that are saved across restarts
+        self.kept: set[tuple[int, str]] = set()
+        #: set when a kept assertion is made, so it is saved at once
+        self.kept_changed = asyncio.Event()
+        #: called with the seconds from a frame's origin clock to its application here
+        self.latency_observer: Callable[[float], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the transport and the node's tasks; returns once the node has joined."""
+        await self.transport.start()
+        self.stats.link_up = True
+        self._tasks.append(asyncio.create_task(self._receive_loop(), name="pbxmesh-receive"))
+        self._tasks.append(asyncio.create_task(self._out.run(), name="pbxmesh-send"))
+        await self._joined.wait()
+        log.info(
+            "node started name=%s eid=%s transport=%s member=%s",
+            self.config.name,
+            self.eid,
+            self.transport.kind,
+            self.transport.self_id,
+        )
+
+    async def close(self) -> None:
+        """Close the links, send what is queued, leave the group cleanly and stop."""
+        if self._closed:
+            return
+        self._closed = True
+        for link in list(self._fanout.links):
+            await self.remove_link(link)
+        # Best effort, bounded: with the engine gone there is nobody to tell.
+        with contextlib.suppress(PbxmeshError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._out.flush()
+                await self._out.send_frame(Frame(type=FrameType.LEAVE, origin=self.eid, seq=0))
+        await self.transport.close()
+        if self.guard is not None:
+            self.guard.flush()
+        await cancel_and_wait(*self._tasks)  # a copy: done-callbacks edit the list
+        log.info("node stopped name=%s eid=%s", self.config.name, self.eid)
+
+    def reconfigure(self, channels: tuple[ChannelConfig, ...]) -> None:
+        """Replace the channels at run time (SIGHUP); state is kept, and re-announced."""
+        self.config = NodeConfig(
+            name=self.config.name,
+            eid=self.eid,
+            channels=channels,
+            batch_delay=self.config.batch_delay,
+            frame_interval=self.config.frame_interval,
+            max_items_per_frame=self.config.max_items_per_frame,
+        )
+        self._out.config = self.config
+        self._channels = {c.name: c for c in channels}
+        log.info("channels reloaded channels=%s", ",".join(self._channels))
+        self._announce()
+
+    # -- links to Asterisk -------------------------------------------------------------------
+    async def add_link(self, link: Link) -> None:
+        """Attach a link to Asterisk and start it: it reports through a port for this node's
+        origin and is told the cluster's changes from now on (``links/base.py``)."""
+        self._fanout.add_link(link)
+        try:
+            await link.start(_OwnPort(self))
+        except BaseException:
+            self._fanout.remove_link(link)
+            raise
+        log.info("link added kind=%s address=%s", link.kind, link.status().address)
+
+    async def remove_link(self, link: Link) -> None:
+        """Stop telling a link anything, and close it."""
+        self._fanout.remove_link(link)
+        await link.close()
+
+    @property
+    def links(self) -> list[Link]:
+        """The links to Asterisk, in the order they were added."""
+        return list(self._fanout.links)
+
+    # -- local assertions --------------------------------------------------------------------
+    def restore(
+        self,
+        devices: Iterable[tuple[str, int, int]],
+        mwi: Iterable[tuple[str, int, int, int]],
+    ) -> None:
+        """Take back this node's own assertions saved before a restart (call before start()).
+
+        They keep their versions; the clock is moved past them, and the snapshot sent at join
+        announces them. Newer assertions (a link's resync) supersede them.
+        """
+        for device, state, version in devices:
+            try:
+                item = DeviceItem(check_device_name(device), state, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
+            self.clock.observe(version)
+            self.devices.apply(self.eid, item.device, item.state, version)
+            self.kept.add((1, item.device))
+        for mailbox, new, old, version in mwi:
+            try:
+                box = MwiItem(normalize_mailbox(mailbox), new, old, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
+            self.clock.observe(version)
+            self.mwi.apply(self.eid, box.mailbox, new, old, version)
+            self.kept.add((2, box.mailbox))
+        self.own_changes += 1
+
+    def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+        """This node's kept assertions (published with ``keep=True``, e.g. by the CLI): its
+        slots for those devices and those mailboxes it wrote last. States learned from
+        Asterisk are not kept: Asterisk is their source, and its link re-reads them."""
+        devices = [
+            (d, int(s), v) for d, s, v in self.devices.snapshot(self.eid) if (1, d) in self.kept
+        ]
+        mwi = [
+            (r.mailbox, r.new, r.old, r.version)
+            for r in self.mwi.written_by(self.eid)
+            if (2, r.mailbox) in self.kept
+        ]
+        return devices, mwi
+
+    def publish_device(
+        self, device: str, state: DeviceState, keep: bool = False
+    ) -> DeviceChange | None:
+        """Assert this node's own state for a device; returns the change of cluster value.
+
+        ``keep``: the state has no other source (the CLI, a script) and is saved across
+        restarts (see :meth:`own_state`).
+        """
+        check_device_name(device)
+        if keep:
+            self.kept.add((1, device))
+            self.kept_changed.set()
+        state = DeviceState(state)
+        version = self.clock.tick()
+        change = self.devices.apply(self.eid, device, int(state), version)
+        self.own_changes += 1
+        self._out.enqueue(DeviceItem(device, int(state), version))
+        if change is not None:
+            self._fanout.device(change)
+        return change
+
+    def publish_mwi(self, mailbox: str, new: int, old: int, keep: bool = False) -> MwiChange | None:
+        """Assert message counts for ``mailbox[@context]`` as this node (``keep``: as above)."""
+        mailbox = normalize_mailbox(mailbox)
+        if keep:
+            self.kept.add((2, mailbox))
+            self.kept_changed.set()
+        if not (0 <= new <= 0x7FFFFFFF and 0 <= old <= 0x7FFFFFFF):
+            raise StateError(f"message counts {new}/{old} must be between 0 and 2147483647")
+        version = self.clock.tick()
+        change = self.mwi.apply(self.eid, mailbox, new, old, version)
+        self.own_changes += 1
+        self._out.enqueue(MwiItem(mailbox, new, old, version))
+        if change is not None:
+            self._fanout.mwi(change)
+        return change
+
+    # -- reading -----------------------------------------------------------------------------
+    def remote_state(self, device: str) -> DeviceState:
+        """The aggregate of the other origins' slots for a device (INVALID if none)."""
+        return self.devices.state_excluding(device, self.eid)
+
+    def remote_devices(self) -> dict[str, DeviceState]:
+        """Every device some other origin holds, with the aggregate of the others' slots."""
+        return {
+            device: self.devices.state_excluding(device, self.eid)
+            for device, _ in self.devices.devices()
+            if any(o != self.eid for o in self.devices.slots_of(device))
+        }
+
+    def remote_mwi(self) -> dict[str, tuple[int, int]]:
+        """Mailboxes whose last writer is another node: ``mailbox@context -> (new, old)``."""
+        return {r.mailbox: (r.new, r.old) for r in self.mwi.records() if r.origin != self.eid}
+
+    def members(self) -> list[MemberInfo]:
+        """The current view, self included."""
+        return list(self._membership.members.values())
+
+    def channels(self) -> list[ChannelConfig]:
+        return list(self._channels.values())
+
+    def device_rows(
+        self, pattern: str | None = None
+    ) -> list[tuple[str, DeviceState, dict[EID, DeviceState]]]:
+        """Devices matching a glob pattern: cluster value and each origin's state, sorted."""
+        rows = []
+        for device, state in sorted(self.devices.devices()):
+            if pattern and not fnmatch.fnmatchcase(device, pattern):
+                continue
+            slots = {o: s for o, (s, _) in self.devices.slots_of(device).items()}
+            rows.append((device, state, slots))
+        return rows
+
+    def mwi_rows(self, pattern: str | None = None) -> list[MwiRecord]:
+        return sorted(
+            (
+                r
+                for r in self.mwi.records()
+                if not pattern or fnmatch.fnmatchcase(r.mailbox, pattern)
+            ),
+            key=lambda r: r.mailbox,
+        )
+
+    def origin_name(self, eid: EID) -> str:
+        return self.config.name if eid == self.eid else self._membership.name_of(eid)
+
+    @property
+    def view(self) -> int:
+        return self._membership.view
+
+    @property
+    def quorate(self) -> bool:
+        return self._membership.quorate
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._out.queue)
+
+    # -- announcing --------------------------------------------------------------------------
+    def _announce(self) -> None:
+        """Queue a complete snapshot of our own origin on every channel."""
+        task = asyncio.create_task(
+            send_snapshots(
+                self._out,
+                self.clock,
+                self.eid,
+                self.devices,
+                self.mwi,
+                list(self._channels.values()),
+            ),
+            name="pbxmesh-announce",
+        )
+        self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("announcing our state failed: %s", task.exception())
+
+    # -- receiving ---------------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        async for event in self.transport.events():
+            try:
+                match event:
+                    case Message(sender, data):
+                        self._on_message(sender, data)
+                    case MembershipChange():
+                        self._on_membership(event)
+                    case LinkState(up, reason):
+                        self._on_link(up, reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop the node; say so loudly
+                log.exception("error handling %s", type(event).__name__)
+
+    def _reject(self, reason: str, origin: str, message: str, n: int = 1) -> None:
+        count(self.stats.rejected, reason, n)
+        if (origin, reason) not in self._warned:
+            self._warned.add((origin, reason))
+            log.warning("frame rejected reason=%s origin=%s: %s", reason, origin, message)
+
+    def _on_message(self, sender: str, data: bytes) -> None:
+        if sender == self.transport.self_id and data[10:16] == self.eid.raw:
+            return  # our own frame, echoed by the transport: nothing to learn, skip decoding
+        try:
+            f = wire.decode(data)
+        except RemoteProtocolError as exc:
+            self._reject("malformed", sender, str(exc))
+            return
+        if f.origin == self.eid:
+            if sender != self.transport.self_id:
+                self._reject(
+                    "duplicate-eid",
+                    sender,
+                    f"member {sender} sends frames with our own entity id {self.eid}; "
+                    "every node needs its own (delete one node's state_dir/eid)",
+                )
+            return
+        items = f.items
+        if self.guard is not None:
+            try:
+                items = self.guard.check(f, data)
+            except SecurityError as exc:
+                self._reject(exc.reason, f.name or str(f.origin), str(exc))
+                return
+            if len(items) < len(f.items):
+                kept = set(items)
+                denied = [i for i in f.items if i not in kept]
+                first = denied[0]
+                what = first.device if isinstance(first, DeviceItem) else first.mailbox
+                self._reject(
+                    "unauthorised",
+                    f.name or str(f.origin),
+                    f"node {f.name!r} may not assert {what!r} ({len(denied)} item(s) dropped); "
+                    "grant it in [security.peers]",
+                    n=len(denied),
+                )
+        self.clock.observe(f.seq)
+        # Channels we do not have are counted together: a peer cannot grow our labels.
+        count(self.stats.frames_in, f.channel if f.channel in self._channels else "-")
+        if self.latency_observer is not None and f.type is FrameType.CHANGES:
+            lag = time.time() - version_millis(f.seq) / 1000.0
+            self.latency_observer(max(0.0, lag))
+        if self._membership.learn(sender, f.origin, f.name):
+            self._notify_members()
+        match f.type:
+            case FrameType.CHANGES:
+                self._apply_items(f.origin, f.channel, items)
+            case FrameType.SNAPSHOT:
+                if f.channel in self._channels:  # nothing to gather for a channel we lack
+                    whole = self._snapshots.add(f, items)
+                    if whole is not None:
+                        self._merge_snapshot(f.origin, f.channel, f.as_of, f.kinds, whole)
+            case FrameType.LEAVE:
+                self._drop(f.origin)
+            case FrameType.SYNC_REQUEST:
+                self._announce()
+            case FrameType.HEARTBEAT:
+                pass
+
+    def _subscribes(self, channel: str, kind: str) -> bool:
+        ch = self._channels.get(channel)
+        return ch is not None and kind in ch.subscribe
+
+    def _apply_items(
+        self, origin: EID, channel: str, items: Iterable[DeviceItem | MwiItem]
+    ) -> None:
+        want_dev = self._subscribes(channel, "device_state")
+        want_mwi = self._subscribes(channel, "mwi")
+        touched: list[str] = []
+        n = 0
+        for item in items:
+            if type(item) is DeviceItem:
+                if not want_dev:
+                    continue
+                n += 1
+                change = self.devices.apply(origin, item.device, item.state, item.version)
+                touched.append(item.device)
+                if change is not None:
+                    self._fanout.device(change)
+            elif isinstance(item, MwiItem) and want_mwi:
+                n += 1
+                mchange = self.mwi.apply(origin, item.mailbox, item.new, item.old, item.version)
+                if mchange is not None:
+                    self._fanout.mwi(mchange)
+        if n:
+            count(self.stats.changes_in, channel, n)  # n > 0 only for a channel we have
+        self._fanout.touched(origin, touched)
+
+    def _merge_snapshot(
+        self, origin: EID, channel: str, as_of: int, kinds: int, items: list[DeviceItem | MwiItem]
+    ) -> None:
+        self.stats.snapshots_merged += 1
+        if kinds & wire.SNAP_DEVICES and self._subscribes(channel, "device_state"):
+            entries = [(i.device, i.state, i.version) for i in items if type(i) is DeviceItem]
+            before = {d for d, _, _ in self.devices.snapshot(origin)}
+            for change in self.devices.merge_snapshot(origin, entries, complete_as_of=as_of):
+                self._fanout.device(change)
+            self._fanout.touched(origin, before | {e[0] for e in entries})
+            count(self.stats.changes_in, channel, len(entries))
+        mwis = [i for i in items if isinstance(i, MwiItem)]
+        if mwis:
+            self._apply_items(origin, channel, mwis)
+        if self._resync_started:
+            self.stats.last_resync_seconds = time.monotonic() - self._resync_started
+
+    def _drop(self, origin: EID) -> None:
+        held = [d for d, _, _ in self.devices.snapshot(origin)]
+        changes = self.devices.drop_origin(origin)
+        for change in changes:
+            self._fanout.device(change)
+        self._fanout.touched(origin, held)
+        self._fanout.origin_left(origin)
+        self._membership.forget(origin)
+        self._snapshots.forget(origin)
+        if held:
+            log.info(
+                "origin dropped eid=%s name=%s devices=%d changed=%d",
+                origin,
+                self._membership.name_of(origin),
+                len(held),
+                len(changes),
+            )
+
+    def _on_membership(self, change: MembershipChange) -> None:
+        gone = self._membership.apply_view(change, self.transport.self_id, time.time())
+        # Drop the origins whose current member is gone (left, failed, or across a partition).
+        for origin in gone:
+            self._drop(origin)
+        log.info(
+            "membership view=%s members=%d joined=%s left=%s quorate=%s",
+            change.view,
+            len(change.members),
+            ",".join(m.member_id for m in change.joined) or "-",
+            ",".join(m.member_id for m in change.left) or "-",
+            change.quorate,
+        )
+        self._notify_members()
+        if change.joined or not self._joined.is_set():
+            self.stats.resyncs += 1
+            self._resync_started = time.monotonic()
+            self._announce()
+        self._joined.set()
+
+    def _on_link(self, up: bool, reason: str) -> None:
+        self.stats.link_up = up
+        self.stats.link_changes += 1
+        if up:
+            log.info("transport link up transport=%s", self.transport.kind)
+        else:
+            log.warning(
+                "transport link down transport=%s reason=%s; serving local state, reconnecting",
+                self.transport.kind,
+                reason,
+            )
+
+    def _notify_members(self) -> None:
+        self._fanout.members(self.members())
+
+
+class _OwnPort:
+    """The :class:`~pbxmesh.links.base.LinkPort` for this node's own origin."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def origin(self) -> EID:
+        return self._node.eid
+
+    def device(self, device: str, state: DeviceState) -> None:
+        self._node.publish_device(device, state)
+
+    def mwi(self, mailbox: str, new: int, old: int) -> None:
+        self._node.publish_mwi(mailbox, new, old)
+
+    def remote_devices(self) -> dict[str, DeviceState]:
+        return self._node.remote_devices()
+
+    def origin_devices(self) -> list[tuple[str, EID, DeviceState]]:
+        node = self._node
+        return [
+            (device, origin, state)
+            for device, _ in node.devices.devices()
+            for origin, (state, _) in node.devices.slots_of(device).items()
+            if origin != node.eid
+        ]
+
+    def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
+        node = self._node
+        return {
+            r.mailbox: (r.new, r.old, r.origin) for r in node.mwi.records() if r.origin != node.eid
+        }
+
+
+_: type[LinkPort] = _OwnPort  # the port fits the protocol
