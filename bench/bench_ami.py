@@ -38,8 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
-from pbxmesh.links.ami.counterparts import counterpart_name
 from pbxmesh.links.ami.codec import Event
+from pbxmesh.links.ami.counterparts import counterpart_name
 from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of
 from tests.harness.corosync import loopback_corosync
 
