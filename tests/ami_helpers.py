@@ -142,6 +142,11 @@ class FakeCluster:
         self.published_mwi: list[tuple[str, int, int]] = []
         self.slots: dict[str, dict[str, DeviceState]] = {}  # device -> server -> state
         self.mailboxes: dict[str, tuple[int, int]] = {}  # written last by THERE
+        self.withdrawals = 0
+
+    def withdraw(self) -> int:
+        self.withdrawals += 1
+        return len({d for d, _ in self.published})
 
     def device(self, device: str, state: DeviceState) -> None:
         self.published.append((device, state))

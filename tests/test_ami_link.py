@@ -186,6 +186,31 @@ async def test_reconnect_resync_both_ways(mesh: Harness) -> None:
     assert mesh.link.resyncs == 2
 
 
+async def test_asterisk_gone_past_the_grace_withdraws_its_states_and_a_blip_does_not(
+    mesh: Harness,
+) -> None:
+    await mesh.start(AmiLinkConfig(down_grace=0.3))
+    await setvar(mesh.sim.port, "Custom:mystate", "BUSY")
+    await wait_until(lambda: mesh.cluster.last("Custom:mystate") is DeviceState.BUSY)
+    # A blip: Asterisk is back before the grace ends (the client reconnects within 0.2 s).
+    await mesh.restart_sim()
+    async with asyncio.timeout(5):
+        await mesh.link.wait_synced()
+    await asyncio.sleep(0.4)  # past the grace: nothing may have been withdrawn
+    assert mesh.cluster.withdrawals == 0
+    # Gone for good: withdrawn once, after the grace; back: reported again.
+    port = mesh.sim.port
+    await mesh.sim.close()
+    await wait_until(lambda: mesh.cluster.withdrawals == 1, 3, "withdrawn after the grace")
+    assert mesh.link.status().extra["withdrawals"] == 1
+    mesh.cluster.published.clear()
+    mesh.sim = await start_sim(MESH_DIALPLAN, mesh.tmp_path, port=port)
+    async with asyncio.timeout(5):
+        await mesh.link.wait_synced()
+    assert mesh.cluster.last("Custom:mystate") is DeviceState.BUSY
+    assert mesh.cluster.withdrawals == 1
+
+
 async def test_names_the_cluster_cannot_carry_are_skipped_and_the_link_survives() -> None:
     """Asterisk can hold a mailbox ``@emptybox`` or a count of -1; neither may end the link."""
     from pbxmesh.errors import StateError

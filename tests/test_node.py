@@ -208,3 +208,25 @@ async def test_local_state_is_served_while_alone() -> None:
             a.publish_device("bad\nname", S.INUSE)
     finally:
         await a.close()
+
+
+async def test_withdrawing_reported_states_keeps_kept_ones_and_mwi_everywhere(trio) -> None:
+    """Asterisk gone: what its link reported stops counting on every node; what a person
+    published (kept) and MWI stay."""
+    _, (a, b, c) = trio
+    a.publish_device("PJSIP/100", S.INUSE)  # from Asterisk
+    a.publish_device("Custom:dnd100", S.BUSY, keep=True)  # from `pbxmesh publish`
+    a.publish_mwi("100@default", 2, 0)
+    b.publish_device("PJSIP/100", S.NOT_INUSE)
+    await wait_for(lambda: c.devices.cluster_state("Custom:dnd100") is S.BUSY)
+    await wait_for(lambda: c.devices.cluster_state("PJSIP/100") is S.INUSE)
+    assert a.withdraw_reported() == 1
+    for n in (a, b, c):
+        await wait_for(lambda n=n: n.devices.cluster_state("PJSIP/100") is S.NOT_INUSE)
+        assert n.devices.cluster_state("Custom:dnd100") is S.BUSY
+        assert a.eid not in n.devices.slots_of("PJSIP/100")
+        assert (n.mwi.get("100@default").new, n.mwi.get("100@default").old) == (2, 0)
+    await wait_for(lambda: same_everywhere([a, b, c]))
+    # The link's next resync reports Asterisk's states again.
+    a.publish_device("PJSIP/100", S.RINGING)
+    await wait_for(lambda: c.devices.cluster_state("PJSIP/100") is S.RINGING)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pbxmesh.errors import AmiError
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.counterparts import counterpart_name
 from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of
@@ -40,10 +41,15 @@ async def wait_until(
     end = time.monotonic() + within
     last: Any = None
     while True:
-        last = probe()
-        if inspect.isawaitable(last):
-            last = await last
-        if (last == expect) if expect is not _NOTHING else bool(last):
+        try:
+            last = probe()
+            if inspect.isawaitable(last):
+                last = await last
+        except AmiError as exc:  # our own AMI session reconnecting (e.g. Asterisk restarted)
+            last = exc
+        if isinstance(last, AmiError):
+            pass
+        elif (last == expect) if expect is not _NOTHING else bool(last):
             return
         if time.monotonic() > end:
             raise AssertionError(f"not within {within}s: {what} (last: {last!r})")

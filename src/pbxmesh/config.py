@@ -91,6 +91,7 @@ class AsteriskConfig:
     exclude: tuple[str, ...] = ()  # glob patterns never shared
     remote_template: str = "Custom:remote-{device}"  # local name of remote counterparts
     mwi: bool = True  # share MWI of mailboxes whose voicemail lives here
+    down_grace: float = 5.0  # seconds Asterisk may be unreachable before its states stop counting
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +394,7 @@ def load_config(path: str | Path) -> Config:
             exclude=at.strings("exclude", ()),
             remote_template=template,
             mwi=at.get("mwi", bool, True),
+            down_grace=_down_grace(at),
         )
         at.done()
 
@@ -436,6 +438,13 @@ def load_config(path: str | Path) -> Config:
         control=control,
         security=security,
     )
+
+
+def _down_grace(at: Any) -> float:
+    value = at.get("down_grace", (int, float), 5.0)
+    if isinstance(value, bool) or not 0 <= value <= 3600:
+        raise at.err("down_grace", "must be a number of seconds from 0 to 3600, e.g. 5")
+    return float(value)
 
 
 def read_asterisk_channels(path: Path) -> tuple[ChannelConfig, ...]:

@@ -158,6 +158,7 @@ class Daemon:
                     share_mwi=ast.mwi,
                     mwi_include=ast.include,
                     mwi_exclude=ast.exclude,
+                    down_grace=ast.down_grace,
                 ),
             )
         ]

@@ -30,6 +30,11 @@ the link's :attr:`Link.interest`:
 :meth:`LinkPort.remote_mwi`), writes it to Asterisk, and reports Asterisk's whole local
 picture. A change it is told while resyncing is newer than what it read and must win.
 
+**It withdraws** what it reported when Asterisk has been unreachable for longer than a short
+grace period (:meth:`LinkPort.withdraw`): a dead PBX's phones are not in use anywhere, and a
+peer's lamps must not say they are -- res_corosync behaves so too, since its membership dies
+with Asterisk. The grace period spares the lamps a blip (a killed TCP connection, a reload).
+
 **It says how it is** through :meth:`Link.status` (connected, resyncs, queue depth, ...),
 read by ``status``, ``/metrics`` and the lamp page.
 
@@ -99,6 +104,13 @@ class LinkPort(Protocol):
 
     def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
         """``mailbox@context`` -> ``(new, old, writer)`` for mailboxes another origin wrote."""
+
+    def withdraw(self) -> int:
+        """Asterisk has been unreachable past the link's grace period: the device states it
+        reported no longer hold (its phones went with it). The node removes this origin's
+        device slots, except those a person or script asserted (``pbxmesh publish``), and tells
+        the cluster; MWI stays, as Asterisk keeps a departed server's MWI. The link's next
+        resync reports Asterisk's states again. Returns how many slots were withdrawn."""
 
 
 @dataclass(frozen=True, slots=True)

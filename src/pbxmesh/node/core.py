@@ -266,6 +266,21 @@ class Node:
             self._fanout.mwi(change)
         return change
 
+    def withdraw_reported(self) -> int:
+        """Remove this origin's device slots except the kept ones (see ``LinkPort.withdraw``)
+        and announce a complete snapshot, so that every peer removes them too."""
+        kept = [
+            (d, int(s), v) for d, s, v in self.devices.snapshot(self.eid) if (1, d) in self.kept
+        ]
+        held = len(self.devices.snapshot(self.eid))
+        for change in self.devices.merge_snapshot(self.eid, kept, complete_as_of=self.clock.tick()):
+            self._fanout.device(change)
+        self.own_changes += 1
+        self._announce()
+        withdrawn = held - len(kept)
+        log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
+        return withdrawn
+
     # -- reading -----------------------------------------------------------------------------
     def remote_state(self, device: str) -> DeviceState:
         """The aggregate of the other origins' slots for a device (INVALID if none)."""
@@ -560,6 +575,9 @@ class _OwnPort:
             for origin, (state, _) in node.devices.slots_of(device).items()
             if origin != node.eid
         ]
+
+    def withdraw(self) -> int:
+        return self._node.withdraw_reported()
 
     def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
         node = self._node

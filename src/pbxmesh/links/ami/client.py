@@ -134,12 +134,15 @@ class AmiClient:
         *,
         on_connected: ConnectedHook | None = None,
         on_event: EventCallback | None = None,
+        on_disconnected: Callable[[], None] | None = None,
         queue_size: int = 10_000,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
         self.on_connected = on_connected
         self.on_event = on_event
+        #: called (on the event loop, must not block) when a logged-in connection is lost
+        self.on_disconnected = on_disconnected
         self._queue_size = queue_size
         self._rng = rng
         self._ids = itertools.count(1)
@@ -233,6 +236,8 @@ class AmiClient:
             self._banner.cancel()
         if was_up:
             log.info("AMI disconnected peer=%s", self.peer)
+            if self.on_disconnected is not None:
+                self.on_disconnected()
 
     async def _run_connection(self) -> None:
         cfg = self.config

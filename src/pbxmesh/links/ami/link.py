@@ -87,8 +87,14 @@ class AmiLinkConfig:
     # fnmatch patterns of mailbox@context ids shared in both directions, and exclusions.
     mwi_include: tuple[str, ...] = ("*",)
     mwi_exclude: tuple[str, ...] = ()
+    # Seconds Asterisk may stay unreachable before this server's device states stop counting
+    # in the cluster (LinkPort.withdraw). Longer rides out a slow Asterisk restart with the
+    # old lamps lit; shorter clears a dead PBX's lamps sooner.
+    down_grace: float = 5.0
 
     def __post_init__(self) -> None:
+        if not self.down_grace >= 0:
+            raise ConfigError("down_grace must be zero or a positive number of seconds")
         if not self.template.startswith("Custom:") or self.template.count("{device}") != 1:
             raise ConfigError(
                 f"counterpart template {self.template!r} must start with 'Custom:' and "
@@ -126,7 +132,15 @@ class AmiLink(Link):
         self.config = config or AmiLinkConfig()
         prefix, _, suffix = self.config.template.partition("{device}")
         self._cp_prefix, self._cp_suffix = prefix, suffix
-        self.client = AmiClient(ami, on_connected=self._resync, on_event=self._on_event)
+        self.client = AmiClient(
+            ami,
+            on_connected=self._resync,
+            on_event=self._on_event,
+            on_disconnected=self._on_disconnected,
+        )
+        self._down_timer: asyncio.TimerHandle | None = None
+        #: times this link withdrew its states after Asterisk stayed unreachable
+        self.withdrawals = 0
         self._dirty_devices: dict[str, DeviceState] = {}
         self._dirty_mwi: dict[str, tuple[int, int]] = {}
         self._written: dict[str, DeviceState] = {}
@@ -156,7 +170,10 @@ class AmiLink(Link):
         await self.client.start()
 
     async def close(self) -> None:
+        self._cancel_down_timer()
+        self.port = None  # nothing is reported or withdrawn after close
         await self.client.close()
+        self._cancel_down_timer()
         await cancel_and_wait(self._writer)
         self._writer = None
 
@@ -172,7 +189,11 @@ class AmiLink(Link):
             queue_depth=self.queue_depth,
             protocol_errors=client.protocol_errors,
             dropped_events=client.dropped_events,
-            extra={"echoes": self.echoes, "skipped": self.skipped},
+            extra={
+                "echoes": self.echoes,
+                "skipped": self.skipped,
+                "withdrawals": self.withdrawals,
+            },
         )
 
     async def hints(self) -> list[Hint]:
@@ -409,9 +430,37 @@ class AmiLink(Link):
             self._warned_names.add(name)
             log.warning("not shared: %s", exc)
 
+    # -- Asterisk gone -------------------------------------------------------------------------
+
+    def _on_disconnected(self) -> None:
+        if self.port is None or self._down_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._down_timer = loop.call_later(self.config.down_grace, self._withdraw)
+
+    def _cancel_down_timer(self) -> None:
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+            self._down_timer = None
+
+    def _withdraw(self) -> None:
+        self._down_timer = None
+        if self.port is None or self.client.connected:
+            return
+        self.withdrawals += 1
+        withdrawn = self.port.withdraw()
+        log.warning(
+            "Asterisk at %s unreachable for %.1f s: %d device state(s) of this server "
+            "withdrawn from the cluster until it is back",
+            self.client.peer,
+            self.config.down_grace,
+            withdrawn,
+        )
+
     # -- resync --------------------------------------------------------------------------------
 
     async def _resync(self, client: AmiClient) -> None:
+        self._cancel_down_timer()
         self._syncing = True
         self._changed_during_sync = set()
         self._written.clear()
