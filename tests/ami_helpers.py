@@ -41,9 +41,14 @@ async def start_sim(
     *,
     port: int = 0,
     login_fail_delay: float = 0.05,
+    system: bool = True,
 ) -> SimServer:
     server = SimServer(
-        SimPbx(parse_hints(dialplan), state_dir), USER, SECRET, login_fail_delay=login_fail_delay
+        SimPbx(parse_hints(dialplan), state_dir),
+        USER,
+        SECRET,
+        login_fail_delay=login_fail_delay,
+        system=system,
     )
     await server.start("127.0.0.1", port)
     return server

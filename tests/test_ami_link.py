@@ -5,6 +5,7 @@ test_link_ami.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,8 @@ class Harness:
         self.tmp_path = tmp_path
         self.cluster = FakeCluster()
 
-    async def start(self, config: AmiLinkConfig | None = None) -> None:
-        self.sim = await start_sim(MESH_DIALPLAN, self.tmp_path)
+    async def start(self, config: AmiLinkConfig | None = None, system: bool = True) -> None:
+        self.sim = await start_sim(MESH_DIALPLAN, self.tmp_path, system=system)
         ami = AmiConfig.local("127.0.0.1", self.sim.port, USER, SECRET)
         self.link = AmiLink(ami, config)
         await self.link.start(self.cluster)
@@ -134,7 +135,7 @@ async def test_tutorial_remote_inuse_shows_in_core_show_hints(mesh: Harness) -> 
     # the local device itself was never touched, and nothing echoed back to the cluster
     assert mesh.sim.pbx.custom_db.get("mystate") is None
     assert all(not d.startswith("Custom:remote-") for d, _ in mesh.cluster.published)
-    assert mesh.link.echoes >= 1
+    assert mesh.link.echoes == 0  # the link's AMI event filter spared it the echo
     # the remote server left: INVALID is written and the hint falls back to the local value
     mesh.link.remote_device("Custom:mystate", DeviceState.INVALID)
     async with asyncio.timeout(5):
@@ -184,6 +185,20 @@ async def test_reconnect_resync_both_ways(mesh: Harness) -> None:
     assert mesh.sim.pbx.custom_db["remote-Custom-gone"] == "INVALID"
     assert await hint_state(mesh.sim.port, "100") == "Idle"
     assert mesh.link.resyncs == 2
+
+
+async def test_without_the_event_filter_the_link_drops_its_echoes_itself(
+    mesh: Harness, caplog
+) -> None:
+    """A user without the "system" class cannot set filters: every event comes through, the
+    link says which manager.conf lines would spare it, and still never reports an echo."""
+    caplog.set_level(logging.INFO, logger="pbxmesh.links.ami.link")
+    await mesh.start(system=False)
+    assert "eventfilter = !Device: Custom:remote-" in caplog.text
+    mesh.cluster.slots["Custom:mystate"] = {"server2": DeviceState.INUSE}
+    mesh.link.remote_device("Custom:mystate", DeviceState.INUSE)
+    await wait_until(lambda: mesh.link.echoes >= 1, 5, "the counterpart's echo arrived")
+    assert all(not d.startswith("Custom:remote-") for d, _ in mesh.cluster.published)
 
 
 async def test_asterisk_gone_past_the_grace_withdraws_its_states_and_a_blip_does_not(

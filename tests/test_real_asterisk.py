@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +24,29 @@ import pytest
 from pbxmesh.errors import AmiError
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.counterparts import counterpart_name
-from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of
+from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of, free_port
 from tests.harness.nodes import NodeProcess, node_group
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.integration]
 
 HINT = f"Custom:mystate&{counterpart_name('Custom:mystate')}"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "asterisk.md"
+
+
+def documented_manager_conf(port: int) -> tuple[str, str, str]:
+    """docs/asterisk.md's manager.conf block as an administrator copies it (port and secret
+    changed), plus its user name and secret; the test's own sessions get a user of their own."""
+    text = DOCS.read_text()
+    section = text[text.index("## 1. An AMI user") :]
+    block = section.split("```ini\n", 1)[1].split("```", 1)[0]
+    assert "eventfilter" in block and "[general]" in block
+    user = re.findall(r"^\[([\w-]+)\]", block, re.M)[1]  # the section after [general]
+    secret = "pbxmesh-test-secret"
+    conf = block.replace("port = 5038", f"port = {port}").replace("change-me", secret)
+    conf += f"\n[{AMI_USER}]\nsecret = {AMI_SECRET}\nread = all\nwrite = all\n"
+    return conf, user, secret
+
+
 DIALPLAN = f"[devstate_test]\nexten => 1234,hint,{HINT}\n"
 
 
@@ -62,11 +81,13 @@ def link_up(node: NodeProcess) -> bool:
 
 
 def link_config(node: NodeProcess, ami_port: int) -> None:
+    """pbxmesh logs in as the user docs/asterisk.md tells administrators to create."""
+    _, user, secret = documented_manager_conf(ami_port)
     node.write_config()
     node.config_path.write_text(
         node.config_path.read_text()
-        + f'[asterisk]\nami = "127.0.0.1:{ami_port}"\nusername = "{AMI_USER}"\n'
-        f'secret = "{AMI_SECRET}"\n'
+        + f'[asterisk]\nami = "127.0.0.1:{ami_port}"\nusername = "{user}"\n'
+        f'secret = "{secret}"\n'
     )
 
 
@@ -120,11 +141,14 @@ async def servers(
     n: int, group: str, base_port: int, voicemail: Sequence[int] = ()
 ) -> AsyncIterator[list[Server]]:
     """``n`` servers; those whose index is in ``voicemail`` run app_voicemail."""
+    ports = [free_port() for _ in range(n)]
     stars = [
         Asterisk(
             f"pbx{i + 1}",
             eid_of(i + 1),
             dialplan=DIALPLAN,
+            ami_port=ports[i],
+            manager_conf=documented_manager_conf(ports[i])[0],
             **(
                 {"modules": VOICEMAIL_MODULES, "files": {"voicemail.conf": VOICEMAIL_CONF}}
                 if i in voicemail
@@ -195,6 +219,12 @@ async def test_the_tutorials_test_on_three_real_asterisks(
                 lambda s=s: s.mwiget("1000@default"), 10, "MWIGet elsewhere", expect=[("3", "1")]
             )
             assert await s.counts("1000@default") == ("3", "1")
+
+        # The documented eventfilter lines spared every link its own counterpart writes'
+        # echoes (without them, each write above comes back as a DeviceStateChange): what is
+        # left is the MessageWaiting echo of each remote MWIUpdate, which no filter can tell.
+        echoes = [s.node.status()["links"][0]["extra"]["echoes"] for s in (a, b, c)]
+        assert echoes == [0, 1, 1]
 
 
 async def test_a_killed_pbxmesh_leaves_the_others_hints_at_once_and_returns(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -182,6 +183,7 @@ class ControlServer:
             "rejected": dict(node.stats.rejected),
             "uptime_seconds": round(time.time() - self._started, 1),
             "asterisk": self._asterisk_json(),
+            "links": [dataclasses.asdict(link.status()) for link in self.links()],
         }
         return body
 

@@ -96,6 +96,8 @@ class Asterisk:
     dialplan: str = ""
     files: Mapping[str, str] = field(default_factory=dict)  # more config files: name -> text
     netns: str | None = None
+    #: the whole manager.conf; None: a [general] on ami_port and an all-powerful test user
+    manager_conf: str | None = None
     #: run Asterisk inside another process's mount and network namespaces (e.g. a corosync
     #: started with a private /run, so res_corosync finds that corosync's IPC)
     enter_pid: int | None = None
@@ -148,7 +150,8 @@ class Asterisk:
             "[modules]\nautoload = no\n" + "".join(f"load => {m}.so\n" for m in self.modules)
         )
         (self.etc / "manager.conf").write_text(
-            f"[general]\nenabled = yes\nport = {self.ami_port}\nbindaddr = 127.0.0.1\n\n"
+            self.manager_conf
+            or f"[general]\nenabled = yes\nport = {self.ami_port}\nbindaddr = 127.0.0.1\n\n"
             f"[{AMI_USER}]\nsecret = {AMI_SECRET}\nread = all\nwrite = all\n"
         )
         (self.etc / "extensions.conf").write_text(

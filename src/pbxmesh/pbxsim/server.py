@@ -133,8 +133,11 @@ class SimServer:
         *,
         login_fail_delay: float = 1.0,
         auth_timeout: float = 30.0,
+        system: bool = True,
     ) -> None:
         self.pbx = pbx
+        #: whether the user has manager.conf's "system" write class (Action: Filter needs it)
+        self.system = system
         self.username = username
         self.secret = secret
         self.login_fail_delay = login_fail_delay
@@ -384,6 +387,8 @@ class SimServer:
         return _answer(action, "Success", ("Variable", variable), ("Value", value))
 
     def _filter(self, session: _Session, action: Action) -> Response:
+        if not self.system:
+            return _error(action, "Permission denied")
         if (action.get("Operation") or "").lower() != "add":
             return _error(action, "Unknown operation")
         text = action.get("Filter") or ""

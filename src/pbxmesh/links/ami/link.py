@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -60,7 +61,7 @@ from ...store import normalize_mailbox
 from ...tasks import cancel_and_wait
 from ..base import Hint, Interest, Link, LinkPort, LinkStatus
 from .client import AmiClient, AmiConfig
-from .codec import Event
+from .codec import Action, Event
 from .counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE, counterpart_name
 
 __all__ = ["AmiLink", "AmiLinkConfig"]
@@ -68,6 +69,8 @@ __all__ = ["AmiLink", "AmiLinkConfig"]
 log = logging.getLogger(__name__)
 
 _UNKNOWN_COMMAND: Final = "invalid/unknown command"
+#: The asynchronous events the link reads; Asterisk may drop every other one for us.
+EVENTS: Final = ("DeviceStateChange", "MessageWaiting")
 #: Most counterpart writes (Setvar) in flight at once.
 WRITE_WINDOW: Final = 64
 
@@ -154,6 +157,7 @@ class AmiLink(Link):
         self._changed_during_sync: set[str] = set()
         self._mwiupdate_ok = True
         self._mwiget_ok = True
+        self._filters_refused = False
         self._writer: asyncio.Task[None] | None = None
         #: Counters: syncs completed, local changes reported, echoes swallowed.
         self.resyncs = 0
@@ -459,8 +463,39 @@ class AmiLink(Link):
 
     # -- resync --------------------------------------------------------------------------------
 
+    def event_filters(self) -> tuple[str, str]:
+        """The two AMI event filters (POSIX ERE) that spare the link every event it does not
+        read: only :data:`EVENTS`, and none about a counterpart (the echo of our own writes).
+        List answers (DeviceStateList, ExtensionStateList, MWIGet) are not filtered."""
+        include = "Event: (" + "|".join(EVENTS) + ")"
+        prefix = re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", self._cp_prefix)
+        return include, f"!Device: {prefix}"
+
+    async def _set_filters(self, client: AmiClient) -> None:
+        """Ask Asterisk to filter this session's events (``Action: Filter``, which needs the
+        ``system`` write class). Without it the link filters events itself, at some CPU cost:
+        said once, with the manager.conf lines that do the same without that class."""
+        if self._filters_refused:
+            return
+        for text in self.event_filters():
+            answer = await client.send_action(Action.of("Filter", Operation="Add", Filter=text))
+            if not answer.ok:
+                self._filters_refused = True
+                include, exclude = self.event_filters()
+                log.info(
+                    "Asterisk at %s refused the AMI event filter (%s); every event comes "
+                    "through and pbxmesh drops what it does not need. To spare that work, add "
+                    "to the pbxmesh user in manager.conf: eventfilter = %s / eventfilter = %s",
+                    client.peer,
+                    answer.message or "no reason given",
+                    include,
+                    exclude,
+                )
+                return
+
     async def _resync(self, client: AmiClient) -> None:
         self._cancel_down_timer()
+        await self._set_filters(client)
         self._syncing = True
         self._changed_during_sync = set()
         self._written.clear()
