@@ -42,9 +42,10 @@ async def start_sim(
     port: int = 0,
     login_fail_delay: float = 0.05,
     system: bool = True,
+    voicemail: dict[str, tuple[int, int]] | None = None,
 ) -> SimServer:
     server = SimServer(
-        SimPbx(parse_hints(dialplan), state_dir),
+        SimPbx(parse_hints(dialplan), state_dir, voicemail),
         USER,
         SECRET,
         login_fail_delay=login_fail_delay,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -431,6 +431,91 @@ async def test_login_events_select_the_classes_a_session_reads(pbx: int) -> None
         pong = await ami.request(Action.of("Ping", ActionID="after"))
         assert pong.ok  # and nothing came before it: request() would have skipped events,
         assert b"Event:" not in bytes(ami.raw)  # so look at the bytes themselves
+
+
+VOICEMAIL_CONF = "[general]\nformat = wav\n[default]\n1000 => 1234,1000\n1001 => 1234,1001\n"
+VOICEMAIL_MODULES = (
+    "pbx_config",
+    "func_devstate",
+    "res_manager_devicestate",
+    "format_wav",
+    "app_voicemail",
+)
+
+
+@pytest.fixture(params=["simulator", pytest.param("asterisk", marks=pytest.mark.asterisk)])
+async def voicemail_pbx(request) -> AsyncIterator[tuple[int, Callable[[str], None]]]:
+    """A PBX running app_voicemail (so no res_mwi_external), and a way to put one new message
+    file in a mailbox's spool that Asterisk notices only at VoicemailRefresh."""
+    if request.param == "simulator":
+        boxes = {"1000@default": (0, 0), "1001@default": (0, 0)}
+        sim = await start_sim(DIALPLAN, voicemail=boxes)
+        try:
+            yield sim.port, lambda box: sim.pbx.leave_message(box, notify=False)
+        finally:
+            await sim.close()
+        return
+    skip_or_fail(asterisk_missing_reason(), "real-Asterisk")
+    star = Asterisk(
+        "voicemail",
+        eid_of(0x43),
+        modules=VOICEMAIL_MODULES,
+        dialplan=DIALPLAN,
+        files={"voicemail.conf": VOICEMAIL_CONF},
+    )
+
+    def leave(box: str) -> None:
+        number, _, context = box.partition("@")
+        inbox = star.workdir / "spool/voicemail" / context / number / "INBOX"
+        inbox.mkdir(parents=True, exist_ok=True)
+        n = len(list(inbox.glob("*.txt")))
+        (inbox / f"msg{n:04d}.txt").write_text(f"[message]\norigmailbox={number}\n")
+        (inbox / f"msg{n:04d}.wav").write_bytes(b"RIFF")
+
+    try:
+        await asyncio.to_thread(star.start)
+        yield star.ami_port, leave
+    finally:
+        await asyncio.to_thread(star.cleanup)
+
+
+async def test_app_voicemail_mailboxes_their_counts_and_no_res_mwi_external(voicemail_pbx) -> None:
+    port, leave = voicemail_pbx
+    async with session(port) as ami:
+        for name in ("MWIUpdate", "MWIGet"):
+            got = await ask(ami, name, Mailbox="1000@default")
+            assert got == error(
+                f"Invalid/unknown command: {name}. Use Action: ListCommands to show available "
+                "commands."
+            )
+        leave("1000@default")
+        ack, items = await listing(ami, "VoicemailUsersList")
+        assert ack == ok(("EventList", "start"), ("Message", "Voicemail user list will follow"))
+        fields = ("VMContext", "VoiceMailbox", "NewMessageCount", "OldMessageCount")
+        assert [tuple(dict(i).get(f) for f in fields) for i in items[:-1]] == [
+            ("default", "1000", "1", "0"),
+            ("default", "1001", "0", "0"),
+        ]
+        assert [k for k, _ in items[0]][:4] == ["Event", "ActionID", "VMContext", "VoiceMailbox"]
+        assert items[-1] == (
+            ("Event", "VoicemailUserEntryComplete"),
+            ("ActionID", "t"),
+            ("EventList", "Complete"),
+            ("ListItems", "2"),
+        )
+        refreshed = await ask(ami, "VoicemailRefresh", Context="default", Mailbox="1000")
+        assert refreshed == ok(("Message", "Refresh sent"))
+        assert await events(ami, 1) == [
+            (
+                ("Event", "MessageWaiting"),
+                ("Privilege", "call,all"),
+                ("Mailbox", "1000@default"),
+                ("Waiting", "1"),
+                ("New", "1"),
+                ("Old", "0"),
+            )
+        ]
+        assert dict(await ask(ami, "MailboxCount", Mailbox="1000@default"))["NewMessages"] == "1"
 
 
 async def test_a_session_filters_its_own_events(pbx: int) -> None:

@@ -201,6 +201,36 @@ async def test_without_the_event_filter_the_link_drops_its_echoes_itself(
     assert all(not d.startswith("Custom:remote-") for d, _ in mesh.cluster.published)
 
 
+async def test_app_voicemail_mailboxes_are_shared_and_remote_ones_said_unshowable(
+    tmp_path: Path, caplog
+) -> None:
+    """A server running app_voicemail has no MWIUpdate/MWIGet: its own mailboxes are read from
+    VoicemailUsersList and shared; remote ones cannot be shown there, and the link says so."""
+    caplog.set_level(logging.INFO, logger="pbxmesh.links.ami.link")
+    sim = await start_sim(MESH_DIALPLAN, voicemail={"1000@default": (2, 1), "1001@default": (0, 0)})
+    cluster = FakeCluster()
+    cluster.mailboxes["2000@default"] = (5, 0)  # another server's mailbox
+    link = AmiLink(AmiConfig.local("127.0.0.1", sim.port, USER, SECRET))
+    try:
+        await link.start(cluster)
+        async with asyncio.timeout(5):
+            await link.wait_synced()
+        assert ("1000@default", 2, 1) in cluster.published_mwi
+        assert ("1001@default", 0, 0) in cluster.published_mwi
+        assert "runs app_voicemail" in caplog.text and "2000@default" in caplog.text
+        assert link.status().extra["voicemail"] is True
+        assert link.status().extra["mwi_not_shown"] == 1
+        # A message left now is shared at once; a new remote mailbox is said unshowable too.
+        sim.pbx.leave_message("1001@default")
+        await wait_until(lambda: ("1001@default", 1, 0) in cluster.published_mwi)
+        link.remote_mwi("3000@default", 1, 0, THERE)
+        await wait_until(lambda: link.status().extra["mwi_not_shown"] == 2)
+        assert "remote mailbox 3000@default cannot be shown" in caplog.text
+    finally:
+        await link.close()
+        await sim.close()
+
+
 async def test_asterisk_gone_past_the_grace_withdraws_its_states_and_a_blip_does_not(
     mesh: Harness,
 ) -> None:

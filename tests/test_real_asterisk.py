@@ -311,6 +311,15 @@ async def test_voicemail_left_in_app_voicemail_lights_the_other_servers(
             )
             assert await s.counts("1000@default") == ("2", "0")
 
+        # The other way: pbx2's mailbox cannot be shown on pbx1, where app_voicemail keeps
+        # res_mwi_external out; pbx1's pbxmesh says so, naming the mailbox.
+        await b.ami.action("MWIUpdate", Mailbox="2000@default", NewMessages=1, OldMessages=0)
+        await wait_until(
+            lambda: a.node.status()["links"][0]["extra"]["mwi_not_shown"], 10, "said unshowable"
+        )
+        assert "2000@default cannot be shown" in a.node.log_path.read_text()
+        assert a.node.status()["links"][0]["extra"]["voicemail"] is True
+
 
 def kill_ami_connection(pid: int, port: int) -> bool:
     """Kill pbxmesh's TCP connection to AMI ``port`` (``ss -K``); True if one was found."""

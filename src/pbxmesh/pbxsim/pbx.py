@@ -137,8 +137,17 @@ def _strtoul32(text: str) -> int | None:
 class SimPbx:
     """The simulated PBX's state; see the module docstring."""
 
-    def __init__(self, hints: list[Hint], state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        hints: list[Hint],
+        state_dir: Path | None = None,
+        voicemail: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
         self.hints = hints
+        #: app_voicemail's mailboxes (``box@context`` -> new, old) when the PBX runs it; then
+        #: res_mwi_external cannot load (both would be the voicemail provider), so MWIUpdate,
+        #: MWIGet and MWIDelete do not exist, as on a real Asterisk
+        self.voicemail = dict(voicemail) if voicemail is not None else None
         self._db_path = state_dir / "astdb.json" if state_dir is not None else None
         self.custom_db: dict[str, str] = {}
         self.mwi_db: dict[str, tuple[int, int]] = {}
@@ -271,16 +280,41 @@ class SimPbx:
 
     # -- MWI (res_mwi_external) ----------------------------------------------------------------
 
+    @property
+    def _provider(self) -> dict[str, tuple[int, int]]:
+        """The voicemail provider's counts: app_voicemail's, else res_mwi_external's."""
+        return self.voicemail if self.voicemail is not None else self.mwi_db
+
     def has_voicemail(self, mailboxes: str) -> bool:
         boxes = [b for b in re.split(r"[,&]", mailboxes) if b]
-        return any(self.mwi_db.get(b, (0, 0))[0] > 0 for b in boxes)
+        return any(self._provider.get(b, (0, 0))[0] > 0 for b in boxes)
 
     def inbox_count(self, mailboxes: str) -> tuple[int, int]:
         new = old = 0
         for box in re.split(r"[, ]", mailboxes):
-            n, o = self.mwi_db.get(box, (0, 0)) if box else (0, 0)
+            n, o = self._provider.get(box, (0, 0)) if box else (0, 0)
             new, old = new + n, old + o
         return new, old
+
+    # -- app_voicemail ---------------------------------------------------------------------------
+
+    def leave_message(self, mailbox: str, new: int = 1, old: int = 0, notify: bool = True) -> None:
+        """A caller left a message: the counts go up by ``new`` and ``old``, and app_voicemail
+        publishes them (AMI ``MessageWaiting``). ``notify=False`` is a message file put in the
+        spool by something else, which Asterisk notices only at ``VoicemailRefresh``."""
+        if self.voicemail is None or mailbox not in self.voicemail:
+            raise ConfigError(f"no app_voicemail mailbox {mailbox!r} on this simulator")
+        n, o = self.voicemail[mailbox]
+        self.voicemail[mailbox] = (n + new, o + old)
+        if notify:
+            self._message_waiting(mailbox, *self.voicemail[mailbox])
+
+    def voicemail_refresh(self, context: str | None, mailbox: str | None) -> None:
+        """``VoicemailRefresh``: app_voicemail publishes the counts of the matching mailboxes."""
+        for box, (new, old) in sorted((self.voicemail or {}).items()):
+            number, _, ctx = box.partition("@")
+            if (context is None or ctx == context) and (mailbox is None or number == mailbox):
+                self._message_waiting(box, new, old)
 
     def mwi_match(self, selector: str) -> list[str]:
         """Mailbox ids for an exact id or ``/regex/`` (POSIX ERE, as Asterisk's regcomp reads it);

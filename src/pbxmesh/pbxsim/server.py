@@ -166,6 +166,16 @@ class SimServer:
             "command": self._command,
             "filter": self._filter,
         }
+        # app_voicemail and res_mwi_external cannot both load: one set of actions or the other.
+        mwi_external = ("mwiupdate", "mwiget", "mwidelete")
+        voicemail = {
+            "voicemailuserslist": self._voicemail_users_list,
+            "voicemailrefresh": self._voicemail_refresh,
+        }
+        if pbx.voicemail is not None:
+            for name in mwi_external:
+                del self._actions[name]
+            self._actions.update(voicemail)
 
     async def start(self, host: str, port: int) -> None:
         """Listen; ``port`` 0 picks a free one (read it back from :attr:`port`)."""
@@ -532,6 +542,52 @@ class SimServer:
         except ValueError:
             return _error(action, f"Mailbox regex format invalid in: {mailbox}")
         return _answer(action, "Success")
+
+    def _voicemail_users_list(self, session: _Session, action: Action) -> Response | None:
+        items = []
+        for box, (new, old) in sorted((self.pbx.voicemail or {}).items()):
+            number, _, context = box.partition("@")
+            fields: list[tuple[str, object]] = [
+                ("Event", "VoicemailUserEntry"),
+                *([("ActionID", action.action_id)] if action.action_id is not None else []),
+                ("VMContext", context),
+                ("VoiceMailbox", number),
+                ("Fullname", number),
+                ("Email", "(null)"),
+                ("Pager", ""),
+                ("ServerEmail", "asterisk"),
+                ("FromString", ""),
+                ("MailCommand", "/usr/sbin/sendmail -t"),
+                ("Language", ""),
+                ("TimeZone", ""),
+                ("Callback", ""),
+                ("Dialout", ""),
+                ("UniqueID", ""),
+                ("ExitContext", ""),
+                ("SayDurationMinimum", 2),
+                ("SayEnvelope", "Yes"),
+                ("SayCID", "No"),
+                ("AttachMessage", "Yes"),
+                ("AttachmentFormat", ""),
+                ("DeleteMessage", "No"),
+                ("VolumeGain", "0.00"),
+                ("CanReview", "No"),
+                ("CanMarkUrgent", "Yes"),
+                ("CallOperator", "No"),
+                ("MaxMessageCount", 100),
+                ("MaxMessageLength", 0),
+                ("NewMessageCount", new),
+                ("OldMessageCount", old),
+            ]
+            items.append(Event(tuple((k, str(v)) for k, v in fields)))
+        self._list(
+            session, action, "Voicemail user list will follow", "VoicemailUserEntryComplete", items
+        )
+        return None
+
+    def _voicemail_refresh(self, session: _Session, action: Action) -> Response:
+        self.pbx.voicemail_refresh(action.get("Context"), action.get("Mailbox"))
+        return _answer(action, "Success", ("Message", "Refresh sent"))
 
     def _mailbox_count(self, session: _Session, action: Action) -> Response:
         mailbox = action.get("Mailbox") or ""

@@ -158,6 +158,9 @@ class AmiLink(Link):
         self._mwiupdate_ok = True
         self._mwiget_ok = True
         self._filters_refused = False
+        #: Asterisk runs app_voicemail (read at resync); remote mailboxes it cannot show
+        self.voicemail = False
+        self.mwi_not_shown: list[str] = []
         self._writer: asyncio.Task[None] | None = None
         #: Counters: syncs completed, local changes reported, echoes swallowed.
         self.resyncs = 0
@@ -197,6 +200,8 @@ class AmiLink(Link):
                 "echoes": self.echoes,
                 "skipped": self.skipped,
                 "withdrawals": self.withdrawals,
+                "voicemail": self.voicemail,
+                "mwi_not_shown": len(self.mwi_not_shown),
             },
         )
 
@@ -334,6 +339,13 @@ class AmiLink(Link):
 
     async def _write_mwi(self, mailbox: str, new: int, old: int) -> None:
         if not self._mwiupdate_ok:
+            if mailbox not in self.mwi_not_shown and len(self.mwi_not_shown) < 10_000:
+                self.mwi_not_shown.append(mailbox)
+                log.info(
+                    "remote mailbox %s cannot be shown on this server (no MWIUpdate on %s)",
+                    mailbox,
+                    self.client.peer,
+                )
             return
         echo = self._mwi_echo.setdefault(mailbox, deque(maxlen=64))
         echo.append((new, old))
@@ -533,26 +545,27 @@ class AmiLink(Link):
         )
 
     async def _resync_mwi(self, client: AmiClient) -> int:
+        """Remote counts written, then the local mailboxes read: through res_mwi_external_ami
+        (MWIUpdate, MWIGet) where it is loaded, else through app_voicemail's own list."""
         remote = {
             m: (new, old)
             for m, (new, old, _) in self._port().remote_mwi().items()
             if self.shares_mailbox(m)
         }
+        listing = None
+        self._mwiget_ok = self._mwiupdate_ok = True  # this Asterisk may differ from the last
+        self.mwi_not_shown = []
+        if self._mwiget_ok:
+            try:
+                listing = await client.list_action("MWIGet", Mailbox="/.*/")
+            except AmiActionError as exc:
+                if _UNKNOWN_COMMAND not in exc.message.lower():
+                    raise
+                self._mwiget_ok = self._mwiupdate_ok = False
+        if listing is None:
+            return await self._resync_voicemail(client, remote)
         for box, (new, old) in remote.items():
             await self._write_mwi(box, new, old)
-        if not self._mwiget_ok:
-            return 0
-        try:
-            listing = await client.list_action("MWIGet", Mailbox="/.*/")
-        except AmiActionError as exc:
-            if _UNKNOWN_COMMAND not in exc.message.lower():
-                raise
-            self._mwiget_ok = False
-            log.error(
-                "Asterisk has no MWIGet (load res_mwi_external_ami); mailbox counts are "
-                "shared only from MessageWaiting events seen while connected"
-            )
-            return 0
         for item in listing.items:
             box = item.get("Mailbox") or ""
             counts = (item.get("NewMessages"), item.get("OldMessages"))
@@ -560,3 +573,49 @@ class AmiLink(Link):
                 continue  # our own copy of a remote mailbox
             self._local_mwi(box, counts[0], counts[1], from_list=True)
         return len(listing.items)
+
+    async def _resync_voicemail(self, client: AmiClient, remote: dict[str, tuple[int, int]]) -> int:
+        """No res_mwi_external_ami. With app_voicemail (which res_mwi_external cannot load
+        beside: both would be Asterisk's voicemail provider), read its mailboxes' counts; remote
+        counts cannot be written over AMI at all: say which mailboxes that leaves dark."""
+        try:
+            users = await client.list_action("VoicemailUsersList")
+        except AmiActionError as exc:
+            if _UNKNOWN_COMMAND not in exc.message.lower():
+                raise
+            users = None
+        self.voicemail = users is not None
+        self.mwi_not_shown = sorted(remote)
+        shown = ", ".join(self.mwi_not_shown[:20]) + (
+            f" and {len(remote) - 20} more" if len(remote) > 20 else ""
+        )
+        if users is None:
+            log.error(
+                "Asterisk at %s has neither res_mwi_external_ami nor app_voicemail: mailbox "
+                "counts are shared only from MessageWaiting events seen while connected, and "
+                "the %d remote mailbox(es) cannot be shown on this server (%s). Load "
+                "res_mwi_external and res_mwi_external_ami (docs/asterisk.md §1)",
+                client.peer,
+                len(remote),
+                shown or "none yet",
+            )
+            return 0
+        log.warning(
+            "Asterisk at %s runs app_voicemail, so res_mwi_external (AMI MWIUpdate) cannot load "
+            "beside it: the %d remote mailbox(es) cannot be shown on this server's phones over "
+            "AMI (%s). Its own mailboxes are shared. Link it over SIP as well ([asterisk.sip]) "
+            "to show remote mailboxes; see docs/asterisk.md, 'Voicemail on the receiving server'",
+            client.peer,
+            len(remote),
+            shown or "none yet",
+        )
+        for item in users.items:
+            number, context = item.get("VoiceMailbox") or "", item.get("VMContext") or ""
+            if number:
+                self._local_mwi(
+                    f"{number}@{context or 'default'}",
+                    item.get("NewMessageCount"),
+                    item.get("OldMessageCount"),
+                    from_list=True,
+                )
+        return len(users.items)
