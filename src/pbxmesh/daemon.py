@@ -277,13 +277,30 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         try:
-            await self.start()
+            # SIGTERM ends a start that is still connecting (a server that does not answer).
+            starting = asyncio.create_task(self.start())
+            stop_wait = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if not starting.done():
+                await cancel_and_wait(starting)
+                log.info("stopped while starting")
+                return 0
+            starting.result()
+            failed = getattr(self.transport, "failed", None)  # a transport that gave up
             while not self._stop.is_set():
                 reload_wait = asyncio.create_task(self._reload.wait())
                 stop_wait = asyncio.create_task(self._stop.wait())
-                await asyncio.wait({reload_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                for t in (reload_wait, stop_wait):
+                waits = {reload_wait, stop_wait}
+                if isinstance(failed, asyncio.Event):
+                    waits.add(asyncio.create_task(failed.wait()))
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for t in waits:
                     t.cancel()
+                if isinstance(failed, asyncio.Event) and failed.is_set():
+                    why = getattr(self.transport, "fatal_error", "")
+                    log.error("the transport gave up: %s", why)
+                    return 1
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
                     await self.reload()

@@ -136,9 +136,10 @@ class Node:
         self._closed = True
         for link in list(self._fanout.links):
             await self.remove_link(link)
-        # Best effort, bounded: with the engine gone there is nobody to tell.
+        # Best effort, bounded: with the engine gone there is nobody to tell (and a node that
+        # never joined has told nobody anything).
         with contextlib.suppress(PbxmeshError, TimeoutError):
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(2.0 if self._joined.is_set() else 0.0):
                 await self._out.flush()
                 await self._out.send_frame(Frame(type=FrameType.LEAVE, origin=self.eid, seq=0))
         await self.transport.close()
