@@ -613,7 +613,7 @@ class NatsTransport(Transport):
                     except Exception as exc:
                         log.debug("nats heartbeat not sent: %s", exc)
             self._check(loop.time())
-            deadlines = [next_hb]
+            deadlines = [next_hb, self._last_echo + c.effective_echo_timeout + 0.001]
             deadlines += self._peers.deadlines(c.failure_timeout)
             delay = max(0.005, min(deadlines) - loop.time())
             expected = loop.time() + delay
