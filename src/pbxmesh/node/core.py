@@ -267,6 +267,17 @@ class Node:
             self._fanout.mwi(change)
         return change
 
+    def refused_by_grant(self, item: DeviceItem | MwiItem) -> str | None:
+        """Why the others would drop ``item`` from us (our grant in [security.peers]); a link
+        that offers it is told once per device or mailbox in the log, and it is not sent."""
+        reason = self.guard.refuses(item) if self.guard is not None else None
+        if reason is not None:
+            key = item.device if isinstance(item, DeviceItem) else item.mailbox
+            if ("grant", key) not in self._warned:
+                self._warned.add(("grant", key))
+                log.warning("not shared: %s", reason)
+        return reason
+
     # -- reading -----------------------------------------------------------------------------
     def remote_state(self, device: str) -> DeviceState:
         """The aggregate of the other origins' slots for a device (INVALID if none)."""
@@ -545,9 +556,13 @@ class _OwnPort:
         return self._node.eid
 
     def device(self, device: str, state: DeviceState) -> None:
+        if self._node.refused_by_grant(DeviceItem(device, int(state), 0)):
+            return
         self._node.publish_device(device, state)
 
     def mwi(self, mailbox: str, new: int, old: int) -> None:
+        if self._node.refused_by_grant(MwiItem(normalize_mailbox(mailbox), new, old, 0)):
+            return
         self._node.publish_mwi(mailbox, new, old)
 
     def remote_devices(self) -> dict[str, DeviceState]:
