@@ -52,6 +52,8 @@ def describe(exc: BaseException, server: str, who: str) -> tuple[str, str]:
     import nats.errors as ne
 
     host = server.rpartition(":")[0].strip("[]")
+    if isinstance(exc, ne.Error) and "authorization violation" in str(exc).lower():
+        exc = ne.AuthorizationError()  # nats-py raises a plain Error for -ERR during CONNECT
     match exc:
         case ne.AuthorizationError():
             return "refused", (

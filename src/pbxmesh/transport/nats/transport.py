@@ -501,25 +501,34 @@ class NatsTransport(Transport):
 
         if not isinstance(exc, OSError | TimeoutError | ne.AuthorizationError | ne.Error):
             return False
-        if isinstance(exc, ne.Error) and not isinstance(
-            exc,
-            ne.AuthorizationError
-            | ne.SecureConnRequiredError
-            | ne.SecureConnFailedError
-            | ne.SecureConnWantedError
-            | ne.NoServersError
-            | ne.TimeoutError,
+        auth = "authorization violation" in str(exc).lower()
+        if (
+            isinstance(exc, ne.Error)
+            and not auth
+            and not isinstance(
+                exc,
+                ne.AuthorizationError
+                | ne.SecureConnRequiredError
+                | ne.SecureConnFailedError
+                | ne.SecureConnWantedError
+                | ne.NoServersError
+                | ne.TimeoutError,
+            )
         ):
             return False
         server = self._erring_server()
         kind, line = describe(exc, server, self._who())
-        if self._start_errors.get(server) != (kind, line):
+        previous = self._start_errors.get(server)
+        sticky = previous is not None and previous[0] in ("refused", "tls") and kind != previous[0]
+        if previous != (kind, line) and not sticky:  # a refusal outranks the reset after it
             self._start_errors[server] = (kind, line)
             log.warning("%s", line)
         configured = {netloc_of(u) for u in self.config.servers}
         if not self._connected_once:
             definite = {s for s, (k, _) in self._start_errors.items() if k in ("refused", "tls")}
-            if configured <= definite and self._start_verdict is not None:
+            # Every server tried and none will take us: say why, per server, now.
+            tried = configured <= set(self._start_errors)
+            if definite and tried and self._start_verdict is not None:
                 lines = [self._start_errors[s][1] for s in sorted(configured)]
                 if not self._start_verdict.done():
                     self._start_verdict.set_result(TransportError("\n".join(lines)))
