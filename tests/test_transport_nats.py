@@ -277,3 +277,30 @@ def test_config_validation() -> None:
         NatsConfig(name="a", group="a.b")
     with pytest.raises(ConfigError):
         NatsConfig(name="a", user="u", nkey_seed=None, creds=__import__("pathlib").Path("x"))
+
+
+async def test_connect_errors_name_the_server_and_come_fast() -> None:
+    """A refused password fails the start at once with one line naming the server; a server
+    that does not answer gets its own line."""
+    from pbxmesh.nats_accounts import parse_spec, render
+    from tests.harness.nats import free_ports, single_server
+    from tests.harness.nats_fixtures import require_nats
+
+    require_nats()
+    spec = {"tenant": [{"account": "A", "group": "g", "nodes": [{"name": "n1", "password": "p"}]}]}
+    with single_server(jetstream=False, extra_conf=render(parse_spec(spec, "t"))) as server:
+        (dead,) = free_ports(1)
+        servers = (server.url, f"nats://127.0.0.1:{dead}")
+        t = NatsTransport(
+            NatsConfig.local("n1", "g", servers, randomize=False, user="A-n1", password="wrong")
+        )
+        began = time.monotonic()
+        with pytest.raises(TransportError) as err:
+            await t.start()
+        took = time.monotonic() - began
+        await t.close()
+        text = str(err.value)
+        lines = text.splitlines()
+        assert f"127.0.0.1:{server.port} refused our credentials (user A-n1)" in text
+        assert any(f"127.0.0.1:{dead} unreachable" in ln for ln in lines), text
+        assert len(lines) == 2 and took < 5.0, (took, text)

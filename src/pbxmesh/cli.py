@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -93,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     hl.add_argument("--template", default=None, help="counterpart template (default from config)")
     kg = add("keygen", help="make an Ed25519 key pair for signing this node's frames")
     kg.add_argument("--out", default=None, help="private key file (default STATE_DIR/node.key)")
+    kg.add_argument(
+        "--show", action="store_true", help="print the public key of the existing key file"
+    )
     add("sim", help="run the AMI PBX simulator (see pbxmesh sim --help)", add_help=False)
     add("demo", help="start a local 3-node demo cluster", add_help=False)
     add("nats-accounts", help="generate nats-server accounts for the cluster", add_help=False)
@@ -156,6 +160,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "check-config":
         cfg = load_config(args.config)
+        from .preflight import check_files
+
+        problems = check_files(cfg)
+        if problems:
+            raise CliError("\n".join(f"{cfg.path}: {p}" for p in problems), EXIT_USAGE)
         print(
             f"{cfg.path}: OK (node {cfg.node.name}, {cfg.cluster.transport}, "
             f"{len(cfg.channels)} channel(s))"
@@ -168,6 +177,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = args.out or (str(found.node.state_dir / "node.key") if found else None)
         if out is None:
             raise CliError(f"{args.config} not found: give --out FILE", EXIT_USAGE)
+        if args.show:
+            from .security import load_private_key, public_key_text
+
+            key = load_private_key(Path(out))
+            print(f"public key: {public_key_text(key.public_key())}")
+            return 0
         public = keygen(out)
         print(f"private key written to {out} (keep it secret)")
         print(f"public key: {public}")
@@ -273,7 +288,17 @@ def _members(client: _Client, as_json: bool) -> int:
             [
                 {
                     k: m[k]
-                    for k in ("name", "nodeid", "address", "eid", "member", "self", "joined_at")
+                    for k in (
+                        "name",
+                        "nodeid",
+                        "address",
+                        "eid",
+                        "member",
+                        "self",
+                        "joined_at",
+                        "trusted",
+                    )
+                    if k in m
                 }
                 for m in members
             ],
@@ -282,7 +307,9 @@ def _members(client: _Client, as_json: bool) -> int:
         )
     rows = [
         [
-            m["name"] + (" (this node)" if m["self"] else ""),
+            m["name"]
+            + (" (this node)" if m["self"] else "")
+            + (" (UNTRUSTED: not in [security.peers])" if m.get("trusted") is False else ""),
             m["nodeid"] or "-",
             m["address"] or "-",
             m["eid"] or "-",

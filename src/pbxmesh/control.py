@@ -32,11 +32,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .errors import LinkError, LinkRefused, PbxmeshError, StateError
+from .errors import LinkError, LinkRefused, PbxmeshError, SecurityError, StateError
 from .links.base import Link
 from .node import MemberInfo, Node, make_listener
 from .states import DeviceState, parse_state
-from .store import DeviceChange, MwiChange
+from .store import DeviceChange, MwiChange, normalize_mailbox
+from .wire.frame import DeviceItem, MwiItem
 
 __all__ = ["API_PREFIX", "ControlServer", "device_json", "member_json"]
 
@@ -59,7 +60,19 @@ def member_json(m: MemberInfo, node: Node) -> dict[str, Any]:
         "member_id": m.member_id,
         "host": m.host,
         "joined_at": m.joined_at,
+        # False: its frames are rejected (not in [security.peers]); None: no list of nodes
+        "trusted": _trusted(m, node),
     }
+
+
+def _trusted(m: MemberInfo, node: Node) -> bool | None:
+    guard = node.guard
+    if guard is None:
+        return None
+    if m.is_self:
+        return guard.trusts(node.config.name)
+    name = m.name or (node.origin_name(m.eids[0]) if m.eids else "")
+    return guard.trusts(name) if name else False
 
 
 def device_json(device: str, state: DeviceState, origins: dict[Any, DeviceState]) -> dict[str, Any]:
@@ -159,6 +172,8 @@ class ControlServer:
             if exc.status >= 400:
                 return _error(exc.status, exc.reason or "error")
             raise
+        except SecurityError as exc:
+            return _error(403, str(exc))
         except (PbxmeshError, ValueError) as exc:
             return _error(400, str(exc))
 
@@ -268,6 +283,7 @@ class ControlServer:
         if not isinstance(device, str) or not isinstance(state_text, str):
             raise StateError('send {"device": "Custom:name", "state": "INUSE"}')
         state = parse_state(state_text)
+        self._check_grant(DeviceItem(device, int(state), 0))
         self.node.publish_device(device, state, keep=True)
         return web.json_response({"device": device, "state": state.name}, status=202)
 
@@ -276,8 +292,15 @@ class ControlServer:
         mailbox, new, old = body.get("mailbox"), body.get("new"), body.get("old")
         if not isinstance(mailbox, str) or type(new) is not int or type(old) is not int:
             raise StateError('send {"mailbox": "1000@default", "new": 1, "old": 0}')
+        self._check_grant(MwiItem(normalize_mailbox(mailbox), new, old, 0))
         self.node.publish_mwi(mailbox, new, old, keep=True)
         return web.json_response({"mailbox": mailbox, "new": new, "old": old}, status=202)
+
+    def _check_grant(self, item: DeviceItem | MwiItem) -> None:
+        guard = self.node.guard
+        reason = guard.refuses(item) if guard is not None else None
+        if reason is not None:
+            raise SecurityError("unauthorised", f"refused: {reason}")
 
     # -- live -------------------------------------------------------------------------------
     # Each /events client has a _Subscriber: a set of *keys* ("device", name), ("mwi", box),

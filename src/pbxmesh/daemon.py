@@ -250,10 +250,12 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
+        security_applied = self._reload_security(new)
         needs_restart = [
             name
             for name in ("node", "cluster", "control", "security")
             if getattr(new, name) != getattr(self.config, name)
+            and not (name == "security" and security_applied)
         ]
         if needs_restart:
             log.warning(
@@ -268,8 +270,41 @@ class Daemon:
             await self._open_links(new.asterisk)
             log.info("reload: Asterisk link %s", "restarted" if new.asterisk else "removed")
         # Only what was applied becomes the running configuration.
-        self.config = dataclasses.replace(self.config, channels=new.channels, asterisk=new.asterisk)
+        self.config = dataclasses.replace(
+            self.config,
+            channels=new.channels,
+            asterisk=new.asterisk,
+            security=new.security if security_applied else self.config.security,
+        )
         log.info("reload done channels=%s", ",".join(c.name for c in new.channels))
+
+    def _reload_security(self, new: Config) -> bool:
+        """Apply a changed list of nodes and grants at once (same key); True if applied."""
+        old = self.config.security
+        if new.security == old:
+            return False
+        if self.guard is None or new.security.key != old.key:
+            return False  # signing switched on/off or a new identity: restart
+        from .security import build_peers
+
+        try:
+            peers, require = build_peers(new.security, self.config.node.name)
+        except ConfigError as exc:
+            log.error("reload: [security] refused, keeping the running one: %s", exc)
+            return False
+        replace = getattr(self.guard, "replace_peers", None)
+        if replace is None:
+            return False
+        replace(peers, require, self.config.node.name)
+        was = {p.name for p in old.peers}
+        now = {p.name for p in new.security.peers}
+        log.info(
+            "reload: [security] applied peers=%d added=%s removed=%s",
+            len(peers),
+            ",".join(sorted(now - was)) or "-",
+            ",".join(sorted(was - now)) or "-",
+        )
+        return True
 
     async def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT (reloading on SIGHUP), then stop cleanly."""
@@ -278,13 +313,30 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         try:
-            await self.start()
+            # SIGTERM ends a start that is still connecting (a server that does not answer).
+            starting = asyncio.create_task(self.start())
+            stop_wait = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if not starting.done():
+                await cancel_and_wait(starting)
+                log.info("stopped while starting")
+                return 0
+            starting.result()
+            failed = getattr(self.transport, "failed", None)  # a transport that gave up
             while not self._stop.is_set():
                 reload_wait = asyncio.create_task(self._reload.wait())
                 stop_wait = asyncio.create_task(self._stop.wait())
-                await asyncio.wait({reload_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                for t in (reload_wait, stop_wait):
+                waits = {reload_wait, stop_wait}
+                if isinstance(failed, asyncio.Event):
+                    waits.add(asyncio.create_task(failed.wait()))
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for t in waits:
                     t.cancel()
+                if isinstance(failed, asyncio.Event) and failed.is_set():
+                    why = getattr(self.transport, "fatal_error", "")
+                    log.error("the transport gave up: %s", why)
+                    return 1
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
                     await self.reload()

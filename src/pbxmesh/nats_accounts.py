@@ -30,29 +30,37 @@ needs:
 
 Leaf uplink users (a site's leaf node connecting to the hub into this account) may publish and
 subscribe ``<prefix>.<group>.>``; per-node limits are then enforced by the same accounts on the
-leaf server (include the same snippet there). Nodes without a password or nkey get a random
-password with ``--generate-passwords``; the matching ``[cluster.nats]`` lines are printed on
-stderr. Passwords are written in clear (nats-server also accepts bcrypt hashes made with
-``nats server passwd``; prefer nkeys where possible).
+leaf server (include the same snippet there).
+
+*Generated credentials.* Nodes and leafs without a password get a random one with
+``--generate-passwords``; a node with ``nkey = "generate"`` gets an nkey pair (the ``nkeys``
+package), its seed written to ``<account>-<name>.nk`` beside the input (mode 0600). What is
+generated is kept in ``<input>.secrets.toml`` (mode 0600) and reused on every later run, so
+the output does not change unless ``--rotate NAME`` asks for a new credential. Each secret is
+printed once, on stderr, when it is made. ``--print-nodes`` prints every node's complete
+``[cluster.nats]`` section (``servers`` from the tenant's ``servers`` with the node's ``leaf``
+first, ``tls_ca``, credentials). Passwords are written in clear (nats-server also accepts
+bcrypt hashes; prefer nkeys where possible).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import sys
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .transport.nats import group_subjects, member_token
 
-__all__ = ["NodeUser", "Tenant", "main", "parse_spec", "render"]
+__all__ = ["NodeUser", "SecretStore", "Tenant", "main", "parse_spec", "render"]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _NKEY = re.compile(r"U[A-Z2-7]{55}")
@@ -64,6 +72,8 @@ class NodeUser:
     user: str  # login name; unused with an nkey
     password: str | None = None
     nkey: str | None = None  # public user nkey (U...)
+    leaf: str | None = None  # the node's site (leaf) server URL, first in its servers
+    seed_file: Path | None = None  # where a generated nkey seed was written
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,8 @@ class Tenant:
     group: str
     nodes: tuple[NodeUser, ...]
     leafs: tuple[tuple[str, str], ...] = ()  # (user, password) of leaf uplinks
+    servers: tuple[str, ...] = ()  # the hub's client URLs (every node's fallbacks)
+    tls_ca: str | None = None  # the CA file as the nodes know it
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +104,77 @@ def _str(table: dict[str, Any], key: str, where: str, required: bool = True) -> 
     return value
 
 
-def parse_spec(data: dict[str, Any], source: str, generate: bool = False) -> Spec:
-    """Validate the TOML input; ``generate`` fills in missing passwords."""
+@dataclass
+class SecretStore:
+    """Generated credentials, kept across runs (``<input>.secrets.toml``, mode 0600)."""
+
+    path: Path | None = None
+    seed_dir: Path | None = None
+    rotate: frozenset[str] = frozenset()
+    values: dict[str, str] = field(default_factory=dict)
+    made: list[str] = field(default_factory=list)  # what to tell the operator, once
+
+    @classmethod
+    def load(cls, path: Path, rotate: Sequence[str] = ()) -> SecretStore:
+        values: dict[str, str] = {}
+        if path.exists():
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{path}: unreadable ({exc}); fix or delete it") from None
+            values = {str(k): str(v) for k, v in data.items()}
+        return cls(path=path, seed_dir=path.parent, rotate=frozenset(rotate), values=values)
+
+    def password(self, key: str, name: str, user: str) -> str:
+        if key in self.values and name not in self.rotate:
+            return self.values[key]
+        value = secrets.token_urlsafe(18)
+        self.values[key] = value
+        self.made.append(f"new password for user {user}: {value}")
+        return value
+
+    def nkey(self, key: str, name: str, account: str) -> tuple[str, Path | None]:
+        """The public key of a generated user nkey (made now, or kept from an earlier run)."""
+        seed_file = (self.seed_dir or Path()) / f"{account}-{name}.nk"
+        if key in self.values and name not in self.rotate and seed_file.exists():
+            return self.values[key], seed_file
+        try:
+            import nkeys
+        except ImportError:
+            raise ConfigError(
+                "nkey = \"generate\" needs the nkeys package: pip install 'pbxmesh[nats]'"
+            ) from None
+        seed = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
+        public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+        seed_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(seed_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(bytes(seed) + b"\n")
+        self.values[key] = public
+        self.made.append(
+            f"new nkey for node {name} ({account}): public {public}, seed in {seed_file} "
+            "(copy it to the node, set nkey_seed to its path there)"
+        )
+        return public, seed_file
+
+    def save(self) -> None:
+        if self.path is None or not self.made:
+            return
+        lines = ["# Generated by `pbxmesh nats-accounts`: keep secret, keep beside the input."]
+        lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(self.values.items())]
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def parse_spec(
+    data: dict[str, Any],
+    source: str,
+    generate: bool = False,
+    store: SecretStore | None = None,
+) -> Spec:
+    """Validate the TOML input; ``generate`` fills in missing passwords (kept in ``store``)."""
+    store = store or SecretStore()
     prefix = _str(data, "prefix", source, required=False) or "pbxmesh"
     if not _NAME.fullmatch(prefix):
         raise ConfigError(f"{source}: prefix must be letters, digits, '-' or '_'")
@@ -124,6 +205,10 @@ def parse_spec(data: dict[str, Any], source: str, generate: bool = False) -> Spe
                 raise ConfigError(f"{nwhere}: node name {name!r} is used twice in {account}")
             nkey = _str(n, "nkey", nwhere, required=False)
             password = _str(n, "password", nwhere, required=False)
+            leaf = _str(n, "leaf", nwhere, required=False)
+            seed_file = None
+            if nkey == "generate":
+                nkey, seed_file = store.nkey(f"{account}/{name}/nkey", name, account)
             if nkey is not None and not _NKEY.fullmatch(nkey):
                 raise ConfigError(f"{nwhere}: nkey must be a public user nkey (U + 55 chars)")
             if nkey is not None and password is not None:
@@ -134,13 +219,23 @@ def parse_spec(data: dict[str, Any], source: str, generate: bool = False) -> Spe
                         f"{nwhere}: node {name!r} needs a password or nkey "
                         "(or run with --generate-passwords)"
                     )
-                password = secrets.token_urlsafe(18)
+                user0 = _str(n, "user", nwhere, required=False) or f"{account}-{name}"
+                password = store.password(f"{account}/{name}", name, user0)
             user = _str(n, "user", nwhere, required=False) or f"{account}-{name}"
             if nkey is None:
                 if user in users:
                     raise ConfigError(f"{nwhere}: user {user!r} is used twice; set user = ...")
                 users.add(user)
-            nodes.append(NodeUser(name=name, user=user, password=password, nkey=nkey))
+            nodes.append(
+                NodeUser(
+                    name=name,
+                    user=user,
+                    password=password,
+                    nkey=nkey,
+                    leaf=leaf,
+                    seed_file=seed_file,
+                )
+            )
         leafs: list[tuple[str, str]] = []
         for j, lf in enumerate(t.get("leafs", [])):
             lwhere = f"{where} leaf #{j + 1}"
@@ -149,10 +244,14 @@ def parse_spec(data: dict[str, Any], source: str, generate: bool = False) -> Spe
             if luser in users:
                 raise ConfigError(f"{lwhere}: user {luser!r} is used twice")
             users.add(luser)
-            leafs.append((luser, lpass or secrets.token_urlsafe(18)))
+            leafs.append((luser, lpass or store.password(f"{account}/leaf/{luser}", luser, luser)))
         if not nodes:
             raise ConfigError(f"{where}: a tenant needs at least one node")
-        tenants.append(Tenant(account, group, tuple(nodes), tuple(leafs)))
+        servers = t.get("servers", [])
+        if not isinstance(servers, list) or not all(isinstance(x, str) for x in servers):
+            raise ConfigError(f"{where}: servers must be a list of tls:// or nats:// URLs")
+        tls_ca = _str(t, "tls_ca", where, required=False)
+        tenants.append(Tenant(account, group, tuple(nodes), tuple(leafs), tuple(servers), tls_ca))
     if not tenants:
         raise ConfigError(f"{source}: no [[tenant]] given")
     return Spec(prefix=prefix, tenants=tuple(tenants), system=system)
@@ -213,8 +312,16 @@ def node_snippets(spec: Spec) -> str:
         for n in t.nodes:
             out.append(f"# pbxmesh.toml of node {n.name!r} (tenant {t.account})")
             out.append(f'[cluster]\ntransport = "nats"\ngroup = {_q(t.group)}\n[cluster.nats]')
+            servers = ([n.leaf] if n.leaf else []) + list(t.servers)
+            if servers:
+                out.append("servers = [" + ", ".join(_q(x) for x in servers) + "]")
+            else:
+                out.append("# servers = [...]   (give servers/leaf in the input to fill this in)")
+            if t.tls_ca:
+                out.append(f"tls_ca = {_q(t.tls_ca)}")
             if n.nkey:
-                out.append('nkey_seed = "/etc/pbxmesh/nats.nk"   # the seed of ' + n.nkey[:8])
+                seed = n.seed_file.name if n.seed_file else "NODE.nk"
+                out.append(f'nkey_seed = "/etc/pbxmesh/{seed}"   # the seed file of {n.nkey}')
             else:
                 out.append(f"user = {_q(n.user)}\npassword = {_q(n.password or '')}")
             out.append("")
@@ -234,6 +341,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="give nodes and leafs without credentials a random password",
     )
     p.add_argument(
+        "--rotate",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make a new generated credential for node or leaf user NAME (repeatable)",
+    )
+    p.add_argument(
+        "--secrets",
+        help="where generated credentials are kept (default: SPEC.secrets.toml beside it)",
+    )
+    p.add_argument(
         "--print-nodes",
         action="store_true",
         help="also print each node's [cluster] section on stderr",
@@ -241,7 +359,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         text = Path(args.spec).read_text(encoding="utf-8")
-        spec = parse_spec(tomllib.loads(text), args.spec, generate=args.generate_passwords)
+        spec_path = Path(args.spec)
+        store = SecretStore.load(
+            Path(args.secrets) if args.secrets else spec_path.with_suffix(".secrets.toml"),
+            rotate=args.rotate,
+        )
+        spec = parse_spec(
+            tomllib.loads(text), args.spec, generate=args.generate_passwords, store=store
+        )
+        store.save()
     except OSError as exc:
         print(f"pbxmesh nats-accounts: {args.spec}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -256,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.output).write_text(conf, encoding="utf-8")
     else:
         sys.stdout.write(conf)
-    if args.print_nodes or args.generate_passwords:
+    for line in store.made:  # each secret once, when it is made
+        print(f"pbxmesh nats-accounts: {line}", file=sys.stderr)
+    if args.print_nodes:
         sys.stderr.write(node_snippets(spec))
     return 0

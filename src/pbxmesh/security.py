@@ -58,6 +58,7 @@ __all__ = [
     "Peer",
     "SignatureGuard",
     "build_guard",
+    "build_peers",
     "eid_for_key",
     "keygen",
     "load_private_key",
@@ -170,6 +171,8 @@ class SignatureGuard:
         self.signed = key is not None
         self._peers = {p.name: p for p in peers}
         self._require = require_signatures
+        #: this node's own entry of [security.peers] (its grant), if listed
+        self.own: Peer | None = None
         self._replay_file = replay_file
         self._flush_interval = flush_interval
         self._last_seq: dict[str, int] = {}
@@ -228,6 +231,33 @@ class SignatureGuard:
         allowed = peer.may_assert
         return tuple(i for i in frame.items if allowed(i))
 
+    # -- our own grant and the list of nodes ----------------------------------------------------
+    def trusts(self, name: str) -> bool | None:
+        """Whether frames signed by node ``name`` are accepted (None: no list of nodes)."""
+        return (name in self._peers) if self._peers else None
+
+    def refuses(self, item: DeviceItem | MwiItem) -> str | None:
+        """Why the other nodes would drop ``item`` from us (None: they accept it)."""
+        if not self._peers:
+            return None
+        what = item.device if isinstance(item, DeviceItem) else item.mailbox
+        if self.own is None:
+            return "this node is not in [security.peers]: every node rejects its frames"
+        if not self.own.may_assert(item):
+            kind = "devices" if isinstance(item, DeviceItem) else "mailboxes"
+            granted = ", ".join(getattr(self.own, kind)) or "nothing"
+            return (
+                f"{what!r} is outside this node's grant ([security.peers.{self.own.name}] "
+                f"{kind} = {granted}): every other node would drop it"
+            )
+        return None
+
+    def replace_peers(self, peers: list[Peer], require_signatures: bool, own: str) -> None:
+        """Take a new list of nodes and grants (SIGHUP), at once; replay state is kept."""
+        self._peers = {p.name: p for p in peers}
+        self._require = require_signatures
+        self.own = self._peers.get(own)
+
     # -- replay state --------------------------------------------------------------------------
     def _maybe_flush(self) -> None:
         now = time.monotonic()
@@ -264,6 +294,37 @@ def _load_replay(path: Path) -> dict[str, int]:
     return data
 
 
+def build_peers(security: SecurityConfig, name: str) -> tuple[list[Peer], bool]:
+    """The list of nodes of ``[security]`` and whether signatures are required; checks that
+    this node's own key (if any) is its own entry."""
+    key = load_private_key(security.key) if security.key is not None else None
+    peers = []
+    for p in security.peers:
+        try:
+            public = parse_public_key(p.public_key)
+        except StateError as exc:
+            raise ConfigError(f"[security.peers.{p.name}] public_key: {exc}") from None
+        peers.append(Peer(p.name, public, eid_for_key(public), p.devices, p.mailboxes))
+    own = next((p for p in peers if p.name == name), None)
+    if key is not None and own is not None:
+        mine = public_key_text(key.public_key())
+        if public_key_text(own.key) != mine:
+            raise ConfigError(
+                f"[security.peers.{name}] public_key is not this node's key "
+                f"({security.key} has public key {mine}): every other node would reject its "
+                "frames as bad-signature; put this key in every node's [security.peers]"
+            )
+    require = security.require_signatures or bool(peers)
+    if require and key is None:
+        raise ConfigError("[security] peers are listed but this node has no key: set key")
+    if security.require_signatures and not peers:
+        raise ConfigError(
+            "[security] require_signatures is set but no peer is listed: list every node "
+            "(with its public key) in [security.peers.NAME]"
+        )
+    return peers, require
+
+
 def build_guard(security: SecurityConfig, eid: EID, name: str, state_dir: Path) -> SignatureGuard:
     """The guard for a node from its [security] configuration."""
     key = load_private_key(security.key) if security.key is not None else None
@@ -274,20 +335,15 @@ def build_guard(security: SecurityConfig, eid: EID, name: str, state_dir: Path) 
                 f"[node] eid {eid} does not match this node's key (which implies {own}): "
                 "remove [node] eid; a signing node's entity id comes from its key"
             )
-    peers = []
-    for p in security.peers:
-        try:
-            public = parse_public_key(p.public_key)
-        except StateError as exc:
-            raise ConfigError(f"[security.peers.{p.name}] public_key: {exc}") from None
-        peers.append(Peer(p.name, public, eid_for_key(public), p.devices, p.mailboxes))
-    require = security.require_signatures or bool(peers)
-    if require and key is None:
-        raise ConfigError("[security] peers are listed but this node has no key: set key")
-    if security.require_signatures and not peers:
-        raise ConfigError(
-            "[security] require_signatures is set but no peer is listed: list every node "
-            "(with its public key) in [security.peers.NAME]"
+    peers, require = build_peers(security, name)
+    if peers and not any(p.name == name for p in peers):
+        log.warning(
+            "this node (%s) is not in [security.peers]: the others reject its frames as "
+            "unknown-origin; add [security.peers.%s] with its public key everywhere",
+            name,
+            name,
         )
     state_dir.mkdir(parents=True, exist_ok=True)
-    return SignatureGuard(key, peers, require, replay_file=state_dir / "replay.json")
+    guard = SignatureGuard(key, peers, require, replay_file=state_dir / "replay.json")
+    guard.own = next((p for p in peers if p.name == name), None)
+    return guard

@@ -136,9 +136,10 @@ class Node:
         self._closed = True
         for link in list(self._fanout.links):
             await self.remove_link(link)
-        # Best effort, bounded: with the engine gone there is nobody to tell.
+        # Best effort, bounded: with the engine gone there is nobody to tell (and a node that
+        # never joined has told nobody anything).
         with contextlib.suppress(PbxmeshError, TimeoutError):
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(2.0 if self._joined.is_set() else 0.0):
                 await self._out.flush()
                 await self._out.send_frame(Frame(type=FrameType.LEAVE, origin=self.eid, seq=0))
         await self.transport.close()
@@ -280,6 +281,17 @@ class Node:
         withdrawn = held - len(kept)
         log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
         return withdrawn
+
+    def refused_by_grant(self, item: DeviceItem | MwiItem) -> str | None:
+        """Why the others would drop ``item`` from us (our grant in [security.peers]); a link
+        that offers it is told once per device or mailbox in the log, and it is not sent."""
+        reason = self.guard.refuses(item) if self.guard is not None else None
+        if reason is not None:
+            key = item.device if isinstance(item, DeviceItem) else item.mailbox
+            if ("grant", key) not in self._warned:
+                self._warned.add(("grant", key))
+                log.warning("not shared: %s", reason)
+        return reason
 
     # -- reading -----------------------------------------------------------------------------
     def remote_state(self, device: str) -> DeviceState:
@@ -559,9 +571,13 @@ class _OwnPort:
         return self._node.eid
 
     def device(self, device: str, state: DeviceState) -> None:
+        if self._node.refused_by_grant(DeviceItem(device, int(state), 0)):
+            return
         self._node.publish_device(device, state)
 
     def mwi(self, mailbox: str, new: int, old: int) -> None:
+        if self._node.refused_by_grant(MwiItem(normalize_mailbox(mailbox), new, old, 0)):
+            return
         self._node.publish_mwi(mailbox, new, old)
 
     def remote_devices(self) -> dict[str, DeviceState]:

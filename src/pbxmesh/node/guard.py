@@ -15,6 +15,8 @@ class FrameGuard(Protocol):
     ``seal`` turns an encoded, unsigned-but-flagged frame into what goes on the wire.
     ``check`` raises :class:`SecurityError` for a frame that must be rejected; it may also
     drop single items the origin may not assert by returning the items to keep.
+    ``refuses`` tells what this node itself may not assert (its own grant), ``trusts`` whether
+    another node's frames are accepted at all.
     Both run on the event loop and must not block.
     """
 
@@ -25,3 +27,11 @@ class FrameGuard(Protocol):
     def check(self, frame: Frame, data: bytes) -> tuple[DeviceItem | MwiItem, ...]: ...
 
     def flush(self) -> None: ...
+
+    def refuses(self, item: DeviceItem | MwiItem) -> str | None:
+        """Why the other nodes would drop ``item`` from this node (None: they accept it)."""
+        ...
+
+    def trusts(self, name: str) -> bool | None:
+        """Whether frames of node ``name`` are accepted (None: no list of nodes)."""
+        ...

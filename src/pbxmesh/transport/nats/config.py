@@ -77,6 +77,17 @@ class NatsConfig:
     connect_timeout: float = 1.0
     # Seconds before trying the same server again; other servers are tried at once.
     reconnect_time_wait: float = 0.25
+    # A server that failed us (no connection, or abandoned as dead) is not chosen again for
+    # this long while another one is free. Longer avoids flapping back to a sick server.
+    hold_off: float = 5.0
+    # While on a server that is not the first of `servers`, probe the better ones this often
+    # and move back to one that answered two probes in a row (0: never fail back). Each move
+    # costs a snapshot round; shorter returns traffic to the site sooner.
+    failback_interval: float = 2.0
+    # Permission violations on our own subjects before the transport gives up for good (the
+    # server does not let this user speak for this node name: wrong credentials or an
+    # impersonation). A bounded number, so that a misconfigured node stops with a clear error.
+    max_denials: int = 3
     # Bytes nats-py buffers while reconnecting; beyond that send() waits for the link.
     pending_size: int = 8 * 1024 * 1024
     # Shuffle the server list (spreads nodes over servers). Tests pin a server with False.
@@ -106,6 +117,7 @@ class NatsConfig:
             "ping_interval",
             "connect_timeout",
             "reconnect_time_wait",
+            "hold_off",
             "start_timeout",
             "leave_timeout",
         ):
@@ -121,6 +133,8 @@ class NatsConfig:
             raise ConfigError("nats password given without user")
         if sum(x is not None for x in (self.user, self.nkey_seed, self.creds)) > 1:
             raise ConfigError("nats: give one of user/password, nkey_seed or creds")
+        if self.failback_interval < 0 or self.max_denials < 1:
+            raise ConfigError("nats failback_interval >= 0 and max_denials >= 1")
         if self.max_message_size < 0 or self.pending_size < 0 or self.max_outstanding_pings < 1:
             raise ConfigError("nats max_message_size/pending_size >= 0, max_outstanding_pings >= 1")
 
@@ -138,6 +152,8 @@ class NatsConfig:
             "ping_interval": 1.0,
             "connect_timeout": 0.5,
             "reconnect_time_wait": 0.1,
+            "hold_off": 2.0,
+            "failback_interval": 0.5,
             "start_timeout": 10.0,
         }
         base.update(kw)

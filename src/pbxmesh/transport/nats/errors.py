@@ -6,7 +6,7 @@ import ssl
 
 from ...errors import TransportClosed, TransportError
 
-__all__ = ["Busy", "translate"]
+__all__ = ["Busy", "describe", "translate"]
 
 
 class Busy(TransportError):
@@ -41,3 +41,39 @@ def translate(exc: BaseException, servers: tuple[str, ...]) -> TransportError:
         case ne.Error():
             return TransportError(f"nats: {type(exc).__name__}: {exc}")
     return TransportError(f"nats: unexpected {type(exc).__name__}: {exc}")
+
+
+def describe(exc: BaseException, server: str, who: str) -> tuple[str, str]:
+    """One line for a person about why connecting to ``server`` failed, and its kind:
+    ``refused`` (credentials), ``tls`` (certificate or TLS setup), ``unreachable``, ``error``.
+
+    ``who`` names our credentials (``user ACME-pbx1``, ``nkey seed /etc/...``).
+    """
+    import nats.errors as ne
+
+    host = server.rpartition(":")[0].strip("[]")
+    if isinstance(exc, ne.Error) and "authorization violation" in str(exc).lower():
+        exc = ne.AuthorizationError()  # nats-py raises a plain Error for -ERR during CONNECT
+    match exc:
+        case ne.AuthorizationError():
+            return "refused", (
+                f"nats: {server} refused our credentials ({who}); check [cluster.nats] user and "
+                "password (or nkey_seed, creds) against that server's accounts"
+            )
+        case ssl.SSLCertVerificationError():
+            reason = exc.verify_message or str(exc)
+            return "tls", (
+                f"nats: TLS with {server} failed: {reason}; its certificate must be signed by "
+                f"tls_ca and name {host!r} (as DNS or IP subjectAltName)"
+            )
+        case ne.SecureConnRequiredError():
+            return "tls", f"nats: {server} requires TLS; use a tls:// URL and set tls_ca"
+        case ssl.SSLError() | ne.SecureConnFailedError() | ne.SecureConnWantedError():
+            return "tls", f"nats: TLS with {server} failed ({exc}); check tls_ca, tls_cert, tls_key"
+        case ne.NoServersError():
+            return "unreachable", f"nats: {server} unreachable (no server answered)"
+        case TimeoutError() | ne.TimeoutError():
+            return "unreachable", f"nats: {server} unreachable: no answer in connect_timeout"
+        case OSError():
+            return "unreachable", f"nats: {server} unreachable: {exc.strerror or exc}"
+    return "error", f"nats: {server}: {type(exc).__name__}: {exc}"

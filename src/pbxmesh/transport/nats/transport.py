@@ -93,8 +93,9 @@ from ..base import (
     drain,
 )
 from .config import NatsConfig, group_subjects, member_token
-from .errors import Busy, translate
+from .errors import Busy, describe, translate
 from .heartbeat import Heartbeat, HeartbeatKind, PeerTable, decode_heartbeat, encode_heartbeat
+from .servers import ServerChoice, netloc_of, probe
 
 if TYPE_CHECKING:
     from ...config import ClusterConfig
@@ -139,6 +140,23 @@ class NatsTransport(Transport):
         self._ticker: asyncio.Task[None] | None = None
         self._max_payload = _FALLBACK_MAX_PAYLOAD
         self._warned_dup = False
+        self._choice = ServerChoice(
+            tuple(netloc_of(u) for u in config.servers),
+            hold_off=config.hold_off,
+            retry_wait=config.reconnect_time_wait,
+        )
+        self._connected_once = False
+        self._start_errors: dict[str, tuple[str, str]] = {}  # server -> (kind, line)
+        self._start_verdict: asyncio.Future[TransportError] | None = None
+        self._denials = 0
+        self._refused: set[str] = set()  # servers that refused our credentials since connected
+        self._failback: asyncio.Task[None] | None = None
+        self._unknown_senders: set[str] = set()
+        #: frames dropped because their sender was not (yet) a member of our view
+        self.dropped_from_non_members = 0
+        #: set when the transport gave up for good; ``fatal_error`` says why
+        self.failed = asyncio.Event()
+        self.fatal_error: TransportError | None = None
 
     @classmethod
     def from_config(cls, cluster: ClusterConfig, node_name: str) -> NatsTransport:
@@ -198,10 +216,11 @@ class NatsTransport(Transport):
         self._started = True
         loop = asyncio.get_running_loop()
         nc = Client()
+        self._nc = nc
+        self._start_verdict = loop.create_future()
         try:
+            await self._connect(nc)
             async with asyncio.timeout(self.config.start_timeout):
-                await nc.connect(**self._connect_options())
-                self._nc = nc
                 self._max_payload = int(nc.max_payload) or _FALLBACK_MAX_PAYLOAD
                 self._sub = await nc.subscribe(
                     self._sub_subject,
@@ -214,6 +233,9 @@ class NatsTransport(Transport):
                 await self._heartbeat(HeartbeatKind.PROBE)
                 await nc.flush()
         except asyncio.CancelledError:
+            await self._abort(nc)
+            raise
+        except TransportError:
             await self._abort(nc)
             raise
         except Exception as exc:
@@ -229,6 +251,8 @@ class NatsTransport(Transport):
             self._deliver(msg)
         self._joined.set()
         self._ticker = loop.create_task(self._tick(), name="pbxmesh-nats-heartbeat")
+        if self.config.failback_interval > 0 and len(self.config.servers) > 1:
+            self._failback = loop.create_task(self._failback_loop(), name="pbxmesh-nats-failback")
         log.info(
             "nats joined group=%s self=%s server=%s members=%d",
             self.config.group,
@@ -267,6 +291,7 @@ class NatsTransport(Transport):
             return
         self._closed = True
         await cancel_and_wait(self._ticker)
+        await cancel_and_wait(self._failback)
         for task in list(self._tasks):
             task.cancel()
         nc = self._nc
@@ -301,6 +326,7 @@ class NatsTransport(Transport):
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
             "closed_cb": self._on_closed,
+            "reconnect_to_server_handler": self._choose_server,
         }
         if c.user is not None:
             opts["user"] = c.user
@@ -321,6 +347,115 @@ class NatsTransport(Transport):
             opts["tls"] = ctx
         return opts
 
+    async def _connect(self, nc: Any) -> None:
+        """The first connection, in the order of ``servers``. Fails at once when every server
+        refused our credentials or TLS, with one line per server; after ``start_timeout``
+        with one line per server that did not answer."""
+        c = self.config
+        assert self._start_verdict is not None
+        connecting = asyncio.ensure_future(nc.connect(**self._connect_options()))
+        verdict = self._start_verdict
+        try:
+            done, _ = await asyncio.wait(
+                {connecting, verdict}, timeout=c.start_timeout, return_when="FIRST_COMPLETED"
+            )
+        except asyncio.CancelledError:
+            connecting.cancel()
+            raise
+        if connecting in done:
+            connecting.result()  # raises what nats-py raised
+            self._connected_once = True
+            self._choice.connected(self._current_netloc())
+            return
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        if verdict.done():
+            raise verdict.result()
+        lines = [line for _, line in self._start_errors.values()] or [
+            f"nats: no answer from {', '.join(c.servers)} within {c.start_timeout:g} s"
+        ]
+        raise TransportError("\n".join(lines))
+
+    def _who(self) -> str:
+        c = self.config
+        if c.user is not None:
+            return f"user {c.user}"
+        if c.nkey_seed is not None:
+            return f"nkey seed {c.nkey_seed}"
+        if c.creds is not None:
+            return f"creds {c.creds}"
+        return "no credentials configured"
+
+    def _erring_server(self) -> str:
+        """The server nats-py tried last (the one an error is about)."""
+        pool = list(getattr(self._nc, "_server_pool", []) or [])
+        if not pool:
+            return ", ".join(netloc_of(u) for u in self.config.servers)
+        last = max(pool, key=lambda s: s.last_attempt or 0.0)
+        return netloc_of(last.uri.geturl())
+
+    def _current_netloc(self) -> str | None:
+        nc = self._nc
+        if nc is None or nc.connected_url is None:
+            return None
+        return netloc_of(nc.connected_url.geturl())
+
+    def _choose_server(self, servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
+        """nats-py's reconnect handler: the most preferred server not held off."""
+        by_netloc = {netloc_of(s.uri.geturl()): s for s in servers}
+        pick, delay = self._choice.choose(list(by_netloc), asyncio.get_running_loop().time())
+        return by_netloc[pick], delay
+
+    async def _abandon(self, why: str, hold: bool = True) -> None:
+        """Leave the current server now: a dead or frozen server must not keep us waiting
+        for a TLS shutdown (asyncio waits up to 30 s for the peer's close_notify). The
+        sockets are aborted, and nats-py's reconnect goes to the next server at once."""
+        nc = self._nc
+        if nc is None or self._closed:
+            return
+        if hold:
+            self._choice.abandoned(self._choice.current, asyncio.get_running_loop().time())
+        log.warning("nats: leaving %s: %s", self._choice.current or "the server", why)
+        if nc.is_connected:
+            await nc.force_reconnect()
+        _abort_sockets(nc)
+
+    async def _failback_loop(self) -> None:
+        """Return to a more preferred server (the site's leaf) once it answers again."""
+        c = self.config
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(c.failback_interval)
+            nc = self._nc
+            better = self._choice.better()
+            if not better or nc is None or not nc.is_connected or not self._link.is_set():
+                continue
+            answers = await asyncio.gather(*(probe(s, c.connect_timeout) for s in better))
+            for server, ok in zip(better, answers, strict=True):
+                self._choice.probed(server, ok)
+            target = self._choice.failback_target(loop.time())
+            if target is not None and nc.is_connected:
+                log.info(
+                    "nats: preferred server %s answers again; moving back from %s",
+                    target,
+                    self._choice.current,
+                )
+                self._choice.connected(None)  # nothing is held: the handler picks the best
+                await nc.force_reconnect()  # a polite close: this server is alive
+
+    def _fail(self, err: TransportError) -> None:
+        """Give up for good: the daemon stops with ``err`` (it waits on ``failed``)."""
+        if self.fatal_error is not None or self._closed:
+            return
+        self.fatal_error = err
+        log.error("%s", err)
+        self.failed.set()
+        if self._start_verdict is not None and not self._start_verdict.done():
+            self._start_verdict.set_result(err)  # start() raises it
+        elif self._joined.is_set():
+            self._spawn(self.close())
+
     async def _abort(self, nc: Any) -> None:
         """Close the client without a leave (start failed, or after the leave)."""
         if nc is None:
@@ -328,10 +463,24 @@ class NatsTransport(Transport):
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.config.leave_timeout):
                 await nc.close()
+        _abort_sockets(nc)
 
     async def _on_error(self, exc: Exception) -> None:
         text = str(exc)
+        if self._connect_failure(exc):
+            return
         if "permissions violation" in text.lower():
+            self._denials += 1
+            if self._denials >= self.config.max_denials:
+                self._fail(
+                    TransportError(
+                        f"nats: {self._choice.current or 'the server'} denied {self._denials} "
+                        f"operations of user/node {self._who()} / {self.config.name!r} ({text}); "
+                        f"this user may not speak as node {self.config.name!r}: check [node] "
+                        "name and [cluster.nats] credentials against accounts.conf. Giving up."
+                    )
+                )
+                return
             log.error(
                 "nats refused an operation group=%s self=%s: %s; the server's permissions for "
                 "this user must allow publishing on %s and %s and subscribing to %s",
@@ -345,10 +494,61 @@ class NatsTransport(Transport):
         elif not self._closed:
             log.warning("nats error group=%s: %s: %s", self.config.group, type(exc).__name__, text)
 
+    def _connect_failure(self, exc: Exception) -> bool:
+        """A failed connection attempt (start or reconnect): log one line naming the
+        server, once per server and reason; decide whether to give up. True if handled."""
+        import nats.errors as ne
+
+        if not isinstance(exc, OSError | TimeoutError | ne.AuthorizationError | ne.Error):
+            return False
+        auth = "authorization violation" in str(exc).lower()
+        if (
+            isinstance(exc, ne.Error)
+            and not auth
+            and not isinstance(
+                exc,
+                ne.AuthorizationError
+                | ne.SecureConnRequiredError
+                | ne.SecureConnFailedError
+                | ne.SecureConnWantedError
+                | ne.NoServersError
+                | ne.TimeoutError,
+            )
+        ):
+            return False
+        server = self._erring_server()
+        kind, line = describe(exc, server, self._who())
+        previous = self._start_errors.get(server)
+        sticky = previous is not None and previous[0] in ("refused", "tls") and kind != previous[0]
+        if previous != (kind, line) and not sticky:  # a refusal outranks the reset after it
+            self._start_errors[server] = (kind, line)
+            log.warning("%s", line)
+        configured = {netloc_of(u) for u in self.config.servers}
+        if not self._connected_once:
+            definite = {s for s, (k, _) in self._start_errors.items() if k in ("refused", "tls")}
+            # Every server tried and none will take us: say why, per server, now.
+            tried = configured <= set(self._start_errors)
+            if definite and tried and self._start_verdict is not None:
+                lines = [self._start_errors[s][1] for s in sorted(configured)]
+                if not self._start_verdict.done():
+                    self._start_verdict.set_result(TransportError("\n".join(lines)))
+        elif kind == "refused":
+            self._refused.add(server)
+            if configured <= self._refused:
+                self._fail(
+                    TransportError(
+                        f"nats: every server refused our credentials ({self._who()}); "
+                        "they were revoked or changed. Giving up."
+                    )
+                )
+        return True
+
     async def _on_disconnected(self) -> None:
         if self._closed or not self._link.is_set():
             return
         self._link.clear()
+        # The server we lost is not tried first again (a frozen one would cost a timeout).
+        self._choice.abandoned(self._choice.current, asyncio.get_running_loop().time())
         reason = str(getattr(self._nc, "last_error", None) or "disconnected from server")
         log.warning("nats link down group=%s self=%s: %s", self.config.group, self.self_id, reason)
         self._deliver(LinkState(up=False, reason=reason))
@@ -363,6 +563,9 @@ class NatsTransport(Transport):
         self._peers.reset(now)  # they get a full failure_timeout to show up again
         self._gathering = True
         self._link.set()
+        self._choice.connected(self._current_netloc())
+        self._refused.clear()
+        self._start_errors.clear()
         log.info(
             "nats link up group=%s self=%s server=%s epoch=%d",
             self.config.group,
@@ -419,7 +622,7 @@ class NatsTransport(Transport):
                     except Exception as exc:
                         log.debug("nats heartbeat not sent: %s", exc)
             self._check(loop.time())
-            deadlines = [next_hb]
+            deadlines = [next_hb, self._last_echo + c.effective_echo_timeout + 0.001]
             deadlines += self._peers.deadlines(c.failure_timeout)
             delay = max(0.005, min(deadlines) - loop.time())
             expected = loop.time() + delay
@@ -440,14 +643,8 @@ class NatsTransport(Transport):
             return  # input is waiting to be read: silence is ours, judge after reading it
         echo_age = now - self._last_echo
         if echo_age > self.config.effective_echo_timeout:
-            if self._nc.is_connected:
-                log.warning(
-                    "nats: no echo of our heartbeats for %.1f s from %s; reconnecting elsewhere",
-                    echo_age,
-                    self.connected_url,
-                )
-                self._last_echo = now  # one forced reconnect per echo_timeout
-                self._spawn(self._nc.force_reconnect())
+            self._last_echo = now  # one forced reconnect per echo_timeout
+            self._spawn(self._abandon(f"no echo of our heartbeats for {echo_age:.1f} s"))
             return  # our own path is in doubt: do not blame the others
         change = self._peers.expire(now, self.config.failure_timeout)
         if change is not None:
@@ -463,6 +660,15 @@ class NatsTransport(Transport):
         if kind == "frames":
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("<<- frame from=%s len=%d", sender, len(msg.data))
+            if sender != self.self_id and sender not in self._peers.peers:
+                # Not (yet, or no longer) in our view: a frame must never be merged ahead of
+                # the membership that would drop it. Its heartbeat makes it join, and the
+                # join brings its whole state in a snapshot.
+                self.dropped_from_non_members += 1
+                if sender not in self._unknown_senders:
+                    self._unknown_senders.add(sender)
+                    log.info("nats: frames from %s dropped until it is a member", sender)
+                return
             self._peers.seen(sender, asyncio.get_running_loop().time())
             self._deliver(Message(sender=sender, data=msg.data))
         elif kind == "hb":
@@ -495,6 +701,7 @@ class NatsTransport(Transport):
             return
         for change in self._peers.heartbeat(sender, hb, now, self._gathering):
             self._report(change)
+        self._unknown_senders.discard(sender)
         if hb.kind is HeartbeatKind.PROBE and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._heartbeat(HeartbeatKind.ALIVE)
@@ -519,3 +726,20 @@ class NatsTransport(Transport):
             all(change.clean),
         )
         self._deliver(change)
+
+
+def _abort_sockets(nc: Any) -> None:
+    """Abort the client's socket (and its TLS layer) without any shutdown handshake.
+
+    nats-py closes politely, and with TLS asyncio then waits up to ``ssl_shutdown_timeout``
+    (30 s) for a peer that may be frozen or cut off. Aborting makes ``wait_closed`` return at
+    once. It reaches into nats-py's transport (``_io_writer``, ``_bare_io_writer``), checked
+    by the failover drills of the test suite on every nats-py version we install.
+    """
+    transport = getattr(nc, "_transport", None)
+    for attr in ("_io_writer", "_bare_io_writer"):
+        writer = getattr(transport, attr, None)
+        sock_transport = getattr(writer, "transport", None)
+        if sock_transport is not None:
+            with contextlib.suppress(Exception):
+                sock_transport.abort()
