@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build the Debian package: dist/pbxmesh_<version>_<arch>.deb, with plain dpkg-deb (no debhelper).
 #
-# The package carries pbxmesh's wheel and the wheels of everything it needs (nats-py included),
-# built here from the package registry for Debian's own /usr/bin/python3. Its postinst makes a
-# private venv in /opt/pbxmesh from them with `pip --no-index`, so installing needs no network;
-# /usr/bin/pbxmesh links into that venv. Debian 12's python3-aiohttp, python3-cryptography and
-# python3-prometheus-client are older than pbxmesh's minimums, hence the private venv: what is
-# installed is what the project tests. Maintainer scripts and templates: packaging/deb/.
+# The package carries pbxmesh's wheel and the wheels of everything it needs (with nats-py and
+# nkeys, for NATS and its nkey_seed authentication), built here from the package registry for
+# Debian's own /usr/bin/python3. Its postinst makes a private venv in /opt/pbxmesh from them
+# with `pip --no-index`, so installing needs no network; /usr/bin/pbxmesh links into that venv.
+# Debian 12's python3-aiohttp, python3-cryptography and python3-prometheus-client are older than
+# pbxmesh's minimums, hence the private venv: what is installed is what the project tests.
+# Maintainer scripts and templates: packaging/deb/.
 #
 # Needs: dpkg-deb (always there), python3-venv, and the package registry. Run as any user.
 # Prints the path of the .deb on its last line.
@@ -42,7 +43,7 @@ if [ ! -x "$WORK/venv/bin/pip" ] || ! cmp -s <("$PY" -VV) "$WORK/venv/.python"; 
 fi
 echo "build-deb: building the wheels of pbxmesh $pyversion and its dependencies" >&2
 "$WORK/venv/bin/pip" wheel --quiet --disable-pip-version-check --wheel-dir "$WORK/wheels" \
-    "./$WORK/src[nats]" >&2
+    "./$WORK/src[nats]" nkeys >&2
 ls "$WORK/wheels"/pbxmesh-"$pyversion"-*.whl >/dev/null 2>&1 || die "no pbxmesh wheel was built"
 # Binary wheels (aiohttp, cryptography...) tie the package to this architecture and Python.
 arch=all
@@ -107,7 +108,8 @@ sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$MAINTAIN
     -e "s|@PYTHON_DEPENDS@|python3 (>= $pymajor.$pyminor~), python3 (<< $pymajor.$((pyminor + 1)))|" \
     "$TEMPLATES/control.in" >"$root/DEBIAN/control"
 for script in postinst prerm postrm; do
-    sed -e "s|@REQUIREMENT@|pbxmesh[nats]==$pyversion|" "$TEMPLATES/$script" >"$root/DEBIAN/$script"
+    sed -e "s|@REQUIREMENTS@|'pbxmesh[nats]==$pyversion' nkeys|" "$TEMPLATES/$script" \
+        >"$root/DEBIAN/$script"
     chmod 0755 "$root/DEBIAN/$script"
 done
 printf '%s\n' /etc/pbxmesh/pbxmesh.toml /etc/corosync/uidgid.d/pbxmesh >"$root/DEBIAN/conffiles"

@@ -123,7 +123,10 @@ as_user=(setpriv --reuid="$user" --regid="$group" --init-groups --no-new-privs
     --inh-caps=-all --bounding-set=-all --reset-env)
 "${as_user[@]}" pbxmesh -c "$CONF" check-config >"$work/check-config.log" 2>&1 \
     || fail "pbxmesh check-config on the shipped configuration failed (as $user)"
-step "files, user $user (uid $uid), modes, --help and check-config: ok"
+# As docs/security.md says: the node key is made as the daemon's user, so that it can read it.
+runuser -u "$user" -- pbxmesh -c "$CONF" keygen >"$work/keygen.log" 2>&1 || fail "keygen as $user"
+[ "$(stat -c '%U %a' /var/lib/pbxmesh/node.key)" = "$user 600" ] || fail "node.key's owner or mode"
+step "files, user $user (uid $uid), modes, --help, check-config and keygen: ok"
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify "$UNIT" >"$work/verify.log" 2>&1 || fail "systemd-analyze verify $UNIT"
 fi
