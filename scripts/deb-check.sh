@@ -129,6 +129,9 @@ runuser -u "$user" -- pbxmesh -c "$CONF" keygen >"$work/keygen.log" 2>&1 || fail
 step "files, user $user (uid $uid), modes, --help, check-config and keygen: ok"
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify "$UNIT" >"$work/verify.log" 2>&1 || fail "systemd-analyze verify $UNIT"
+    # The sandbox must not quietly lose options: exposure at most 2.0 of 10 (1.5 today).
+    systemd-analyze security --offline=true --threshold=20 "$UNIT" >"$work/security.log" 2>&1 \
+        || fail "the unit's exposure is above 2.0: $(tail -n 1 "$work/security.log")"
 fi
 
 # 3. The unit's ExecStart against a real corosync, as the unit's user.
