@@ -26,8 +26,10 @@ work=$(mktemp -d -t pbxmesh-deb-check.XXXXXX)
 corosync_pid="" sim_pid="" node_pid="" ns_made=""
 
 step() { echo "deb check: $*"; }
+failure=""
 fail() {
-    echo "deb check: FAIL: $*"
+    failure="$*"
+    echo "deb check: error: $failure"
     exit 1
 }
 
@@ -53,6 +55,8 @@ cleanup() {
         dpkg -s pbxmesh >/dev/null 2>&1 && apt-get purge -y -qq pbxmesh >/dev/null 2>&1
     fi
     rm -rf "$work"
+    # The verdict comes last, after the logs.
+    [ "$rc" -eq 0 ] || echo "deb check: FAIL: ${failure:-exit status $rc}"
     exit "$rc"
 }
 trap cleanup EXIT

@@ -14,7 +14,7 @@
 # restarts it; and that a purge leaves no file and no enablement behind.
 #
 # As root; needs debootstrap and systemd-container (installed if missing) and Debian's archive.
-# About 2 minutes. The last line is "deb systemd check: PASS" or "... FAIL: <why>".
+# About a minute or two. The last line is "deb systemd check: PASS" or "... FAIL: <why>".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +23,10 @@ root="$work/root"
 boot_pid=""
 
 step() { echo "deb systemd check: $*"; }
+failure=""
 fail() {
-    echo "deb systemd check: FAIL: $*"
+    failure="$*"
+    echo "deb systemd check: error: $failure"
     exit 1
 }
 leader() { pgrep -P "$boot_pid" | sed -n 1p; }
@@ -55,6 +57,8 @@ cleanup() {
         done
     fi
     rm -rf "$work"
+    # The verdict comes last, after the logs.
+    [ "$rc" -eq 0 ] || echo "deb systemd check: FAIL: ${failure:-exit status $rc}"
     exit "$rc"
 }
 trap cleanup EXIT
