@@ -44,7 +44,7 @@ fi
 echo "build-deb: building the wheels of pbxmesh $pyversion and its dependencies" >&2
 "$WORK/venv/bin/pip" wheel --quiet --disable-pip-version-check --wheel-dir "$WORK/wheels" \
     "./$WORK/src[nats]" nkeys >&2
-ls "$WORK/wheels"/pbxmesh-"$pyversion"-*.whl >/dev/null 2>&1 || die "no pbxmesh wheel was built"
+ls "$WORK/wheels/pbxmesh-$pyversion-"*.whl >/dev/null 2>&1 || die "no pbxmesh wheel was built"
 # Binary wheels (aiohttp, cryptography...) tie the package to this architecture and Python.
 arch=all
 for whl in "$WORK/wheels"/*.whl; do

@@ -16,6 +16,7 @@
 # Safe to run again: a pbxmesh package left installed by an earlier run is purged first, and
 # every process, namespace and file it starts or makes is removed on exit, failure included.
 # The last line is "deb check: PASS" or "deb check: FAIL: <why>".
+# shellcheck disable=SC2015  # "[ a ] && [ b ] || fail" is meant: fail when either test is false
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -87,10 +87,14 @@ fi
 
 deb=$(bash packaging/build-deb.sh 2>"$work/build.log" | tail -n 1) || fail "build-deb.sh failed"
 step "built $deb"
-mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1 || true)
+# The Debian archive this machine's apt uses.
+mirror=$(awk '$1 == "URIs:" { print $2; exit }' /etc/apt/sources.list.d/debian.sources \
+    2>/dev/null || true)
+[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' \
+    /etc/apt/sources.list 2>/dev/null || true)
+[ -n "$mirror" ] || fail "no Debian archive found in apt's sources"
 debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,corosync \
-    bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 \
-    || fail "debootstrap failed"
+    bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || fail "debootstrap failed"
 step "a minimal Debian 12 with systemd and corosync in $root"
 
 cp "$deb" "$root/root/"
