@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..wire.frame import DeviceItem, Frame, MwiItem
+from ..wire.frame import DeviceItem, Frame, MwiItem, PresenceItem
 
 __all__ = ["FrameGuard"]
 
@@ -22,6 +22,8 @@ class FrameGuard(Protocol):
 
     def seal(self, data: bytes) -> bytes: ...
 
-    def check(self, frame: Frame, data: bytes) -> tuple[DeviceItem | MwiItem, ...]: ...
+    def check(
+        self, frame: Frame, data: bytes
+    ) -> tuple[DeviceItem | MwiItem | PresenceItem, ...]: ...
 
     def flush(self) -> None: ...
