@@ -138,8 +138,9 @@ class Demo:
             (d / "pbxmesh.toml").write_text(
                 f'[node]\nname = "{n}"\nstate_dir = "{d / "state"}"\n\n'
                 f'[cluster]\ntransport = "corosync"\ngroup = "{self.group}"\n\n'
-                '[[channel]]\nname = "device_state"\npublish = ["device_state", "mwi"]\n'
-                'subscribe = ["device_state", "mwi"]\n\n'
+                '[[channel]]\nname = "device_state"\n'
+                'publish = ["device_state", "mwi", "presence_state"]\n'
+                'subscribe = ["device_state", "mwi", "presence_state"]\n\n'
                 f'[asterisk]\nami = "127.0.0.1:{self.ami_ports[n]}"\n'
                 f'username = "{USER}"\nsecret = "{SECRET}"\n\n'
                 f'[control]\nlisten = "127.0.0.1:{self.ctl_ports[n]}"\n'

@@ -321,6 +321,7 @@ class Node:
         self.own_changes += 1
         self._out.enqueue(PresenceItem(presentity, int(state), subtype, message, version))
         if change is not None:
+            self.stats.presence_changes += 1
             self._fanout.presence(change)
         return change
 
@@ -556,6 +557,7 @@ class Node:
                     item.version,
                 )
                 if pchange is not None:
+                    self.stats.presence_changes += 1
                     self._fanout.presence(pchange)
         if n:
             count(self.stats.changes_in, channel, n)  # n > 0 only for a channel we have
