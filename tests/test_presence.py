@@ -3,6 +3,7 @@ item, and nodes over the in-memory transport (channels, snapshots, grants, kept 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,100 @@ async def test_kept_presence_survives_a_restart(tmp_path: Path) -> None:
     assert record is not None and record.value == (P.DND, "", "back at 3")
     assert again.presence.get("CustomPresence:bob") is None
     assert again.clock.tick() > record.version
+
+
+# -- the AMI side's pure helpers ----------------------------------------------------------------
+@given(st.text(max_size=80))
+def test_unescaping_undoes_what_presence_state_change_escapes(text) -> None:
+    from pbxmesh.links.ami.presence import unescape_c
+    from pbxmesh.pbxsim.presence import escape_c
+
+    assert unescape_c(escape_c(text)) == text
+
+
+def test_remote_presence_is_written_base64_with_the_e_option() -> None:
+    from pbxmesh.links.ami.presence import setvar_fields
+    from pbxmesh.pbxsim.presence import base64_decode, parse_data
+
+    fields = setvar_fields("CustomPresence:alice", P.AWAY, "lunch, 1h", 'back "soon", ok')
+    assert fields["Variable"] == "PRESENCE_STATE(CustomPresence:alice)"
+    parsed = parse_data(fields["Value"])  # as func_presencestate reads it
+    assert parsed is not None
+    state, subtype, message, options = parsed
+    assert (state, options) == (int(P.AWAY), "e")
+    assert base64_decode(subtype, 255) == "lunch, 1h"
+    assert base64_decode(message, 255) == 'back "soon", ok'
+    assert "\r" not in fields["Value"] and "\n" not in fields["Value"]
+
+
+@given(st.binary(max_size=120), st.integers(0, 200))
+def test_a_damaged_presence_frame_is_a_protocol_error_and_nothing_else(noise, at) -> None:
+    good = wire.encode(
+        Frame(
+            type=FrameType.CHANGES,
+            origin=EIDS[0],
+            seq=4,
+            items=(PresenceItem("CustomPresence:a", 6, "sub", "msg", 1),),
+        )
+    )
+    at = min(at, len(good))
+    data = good[:at] + noise + good[at + len(noise) :]
+    try:
+        decoded = wire.decode(data)
+    except RemoteProtocolError as exc:  # anything else (a crash) fails the test
+        assert str(exc)
+    else:
+        assert isinstance(decoded, Frame) and all(
+            isinstance(i, PresenceItem) and "\n" not in i.message for i in decoded.items
+        )
+
+
+# -- the AMI link's edges -----------------------------------------------------------------------
+async def test_an_asterisk_without_the_presence_modules_is_said_once_and_the_rest_works(
+    caplog,
+) -> None:
+    from pbxmesh.links.ami import AmiConfig, AmiLink
+    from pbxmesh.states import DeviceState
+    from tests.ami_helpers import SECRET, USER, FakeCluster, start_sim, wait_until
+
+    sim = await start_sim(presence=False)
+    cluster = FakeCluster()
+    cluster.presentities["CustomPresence:bob"] = (P.DND, "", "")
+    link = AmiLink(AmiConfig.local("127.0.0.1", sim.port, USER, SECRET))
+    try:
+        await link.start(cluster)
+        async with asyncio.timeout(5):
+            await link.wait_synced()
+        assert link.status().extra["presence"] is False
+        assert "Load func_presencestate and res_manager_presencestate" in caplog.text
+        link.remote_presence("CustomPresence:bob", P.AWAY, "", "", EIDS[1])
+        assert link.status().queue_depth == 0  # nothing queued that cannot be written
+        sim.pbx.set_custom("Custom:alive", "INUSE")
+        await wait_until(lambda: cluster.last("Custom:alive") is DeviceState.INUSE)
+    finally:
+        await link.close()
+        await sim.close()
+
+
+async def test_local_presence_the_cluster_cannot_carry_is_skipped_and_the_link_survives(
+    caplog,
+) -> None:
+    from pbxmesh.links.ami import AmiConfig, AmiLink
+    from tests.ami_helpers import SECRET, USER, FakeCluster, start_sim, wait_until
+
+    sim = await start_sim()
+    cluster = FakeCluster()
+    link = AmiLink(AmiConfig.local("127.0.0.1", sim.port, USER, SECRET))
+    try:
+        await link.start(cluster)
+        assert sim.pbx.presence is not None
+        sim.pbx.presence.write("CustomPresence:bad name", "dnd")  # a blank: not shareable
+        sim.pbx.presence.write("CustomPresence:tab", "dnd,,a\tb")  # a control character
+        sim.pbx.presence.write("CustomPresence:ok", 'away,,say "hi" \\ now')
+        await wait_until(lambda: bool(cluster.published_presence))
+        assert cluster.published_presence == [("CustomPresence:ok", P.AWAY, "", 'say "hi" \\ now')]
+        assert "presence not shared" in caplog.text
+        assert link.status().connected
+    finally:
+        await link.close()
+        await sim.close()
