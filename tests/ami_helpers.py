@@ -22,6 +22,7 @@ from pbxmesh.links.ami.codec import (
 from pbxmesh.pbxsim.dialplan import parse_hints
 from pbxmesh.pbxsim.pbx import SimPbx
 from pbxmesh.pbxsim.server import SimServer
+from pbxmesh.presence import PresenceState, check_presence_text, check_presentity
 from pbxmesh.states import DeviceState, aggregate
 
 USER = "admin"
@@ -43,9 +44,10 @@ async def start_sim(
     login_fail_delay: float = 0.05,
     system: bool = True,
     voicemail: dict[str, tuple[int, int]] | None = None,
+    presence: bool = True,
 ) -> SimServer:
     server = SimServer(
-        SimPbx(parse_hints(dialplan), state_dir, voicemail),
+        SimPbx(parse_hints(dialplan), state_dir, voicemail, presence=presence),
         USER,
         SECRET,
         login_fail_delay=login_fail_delay,
@@ -148,6 +150,8 @@ class FakeCluster:
         self.published_mwi: list[tuple[str, int, int]] = []
         self.slots: dict[str, dict[str, DeviceState]] = {}  # device -> server -> state
         self.mailboxes: dict[str, tuple[int, int]] = {}  # written last by THERE
+        self.published_presence: list[tuple[str, PresenceState, str, str]] = []
+        self.presentities: dict[str, tuple[PresenceState, str, str]] = {}  # written by THERE
         self.withdrawals = 0
 
     def withdraw(self) -> int:
@@ -171,6 +175,16 @@ class FakeCluster:
 
     def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
         return {box: (new, old, THERE) for box, (new, old) in self.mailboxes.items()}
+
+    def presence(
+        self, presentity: str, state: PresenceState, subtype: str = "", message: str = ""
+    ) -> None:
+        check_presence_text("subtype", subtype)
+        check_presence_text("message", message)
+        self.published_presence.append((check_presentity(presentity), state, subtype, message))
+
+    def remote_presence(self) -> dict[str, tuple[PresenceState, str, str, EID]]:
+        return {p: (*v, THERE) for p, v in self.presentities.items()}
 
     def last(self, device: str) -> DeviceState | None:
         for name, state in reversed(self.published):

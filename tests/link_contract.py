@@ -18,6 +18,9 @@ back the way a hint would read it, so the same suite holds for every protocol:
 * ``async remote_device(device) -> DeviceState`` -- what the link wrote there for the other
   servers' state of ``device`` (INVALID when nothing, or nothing any more);
 * ``async mailbox(mailbox) -> (new, old)`` -- the counts Asterisk shows for a mailbox;
+* ``async set_presence(presentity, state, subtype, message)`` -- set a local presence, as
+  ``Set(PRESENCE_STATE(CustomPresence:NAME)=...)`` would;
+* ``async presence(presentity) -> (state, subtype, message)`` -- what Asterisk shows for it;
 * ``async restart()`` -- stop and start again on the same address, keeping its database (the
   link must notice, reconnect and resync); ``async close()``.
 
@@ -36,6 +39,7 @@ import pytest
 from pbxmesh.eid import EID
 from pbxmesh.links.base import Interest, Link, LinkStatus
 from pbxmesh.node import ChannelConfig, Node, NodeConfig
+from pbxmesh.presence import PresenceState
 from pbxmesh.states import DeviceState
 from pbxmesh.transport.memory import MemoryNetwork
 
@@ -48,6 +52,8 @@ __all__ = [
     "test_close_is_idempotent_and_reports_disconnected",
     "test_local_device_is_reported_as_this_servers_origin",
     "test_local_mailbox_is_reported_and_remote_counts_are_written_without_echo",
+    "test_local_presence_is_reported_and_remote_presence_is_written_without_echo",
+    "test_presence_survives_commas_quotes_and_backslashes_both_ways",
     "test_remote_device_is_written_and_cleared_when_its_server_leaves",
     "test_resync_after_asterisk_restarts",
     "test_start_connects_and_resyncs",
@@ -68,6 +74,12 @@ class Asterisk(Protocol):
     async def remote_device(self, device: str) -> DeviceState: ...
 
     async def mailbox(self, mailbox: str) -> tuple[int, int]: ...
+
+    async def set_presence(
+        self, presentity: str, state: PresenceState, subtype: str, message: str
+    ) -> None: ...
+
+    async def presence(self, presentity: str) -> tuple[PresenceState, str, str]: ...
 
     async def restart(self) -> None: ...
 
@@ -206,6 +218,59 @@ async def test_local_mailbox_is_reported_and_remote_counts_are_written_without_e
     await linked.eventually(lambda: linked.there.mwi.get("3000@default") is not None, "marker")
     record = linked.there.mwi.get("2000@default")
     assert record is not None and record.origin == linked.there.eid, "the write came back"
+
+
+async def test_local_presence_is_reported_and_remote_presence_is_written_without_echo(
+    linked: Setup,
+) -> None:
+    P = PresenceState
+    alice = "CustomPresence:lc-alice"
+    await linked.asterisk.set_presence(alice, P.DND, "", "back at 3")
+
+    def reported(value: tuple[PresenceState, str, str]) -> bool:
+        r = linked.there.presence.get(alice)
+        return r is not None and r.origin == linked.here.eid and r.value == value
+
+    await linked.eventually(lambda: reported((P.DND, "", "back at 3")), "local presence reported")
+    await linked.asterisk.set_presence(alice, P.AVAILABLE, "", "")
+    await linked.eventually(lambda: reported((P.AVAILABLE, "", "")), "changed back")
+
+    bob = "CustomPresence:lc-bob"
+    linked.there.publish_presence(bob, P.AWAY, "lunch", "back at 2")
+
+    async def shows(value: tuple[PresenceState, str, str]) -> bool:
+        return await linked.asterisk.presence(bob) == value
+
+    await linked.eventually(lambda: shows((P.AWAY, "lunch", "back at 2")), "remote written")
+    linked.there.publish_presence(bob, P.AVAILABLE)
+    await linked.eventually(lambda: shows((P.AVAILABLE, "", "")), "remote cleared")
+    await linked.idle()
+    await linked.asterisk.set_presence("CustomPresence:lc-marker", P.XA, "", "")
+    await linked.eventually(
+        lambda: linked.there.presence.get("CustomPresence:lc-marker") is not None, "marker"
+    )
+    record = linked.there.presence.get(bob)
+    assert record is not None and record.origin == linked.there.eid, "the write came back"
+
+
+async def test_presence_survives_commas_quotes_and_backslashes_both_ways(linked: Setup) -> None:
+    P = PresenceState
+    text = 'in a meeting, "urgent" only \\ ask?'
+    here = "CustomPresence:lc-here"
+    await linked.asterisk.set_presence(here, P.AWAY, "meeting, room 2", text)
+
+    def reported() -> bool:
+        r = linked.there.presence.get(here)
+        return r is not None and r.value == (P.AWAY, "meeting, room 2", text)
+
+    await linked.eventually(reported, "reported unchanged")
+    there = "CustomPresence:lc-there"
+    linked.there.publish_presence(there, P.DND, 'it\'s, "late"', text)
+
+    async def written() -> bool:
+        return await linked.asterisk.presence(there) == (P.DND, 'it\'s, "late"', text)
+
+    await linked.eventually(written, "written unchanged")
 
 
 async def test_resync_after_asterisk_restarts(linked: Setup) -> None:

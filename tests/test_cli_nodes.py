@@ -57,8 +57,8 @@ def test_members_channels_devices_mwi_publish_status(pair) -> None:
     assert json.loads(cli(b, "--json", "channels").stdout) == [
         {
             "name": "device_state",
-            "publish": ["device_state", "mwi"],
-            "subscribe": ["device_state", "mwi"],
+            "publish": ["device_state", "mwi", "presence_state"],
+            "subscribe": ["device_state", "mwi", "presence_state"],
         }
     ]
     devices = json.loads(cli(b, "--json", "devices", "Custom:*").stdout)
@@ -75,6 +75,23 @@ def test_members_channels_devices_mwi_publish_status(pair) -> None:
     assert status.returncode == 0 and "link up" in status.stdout
     assert json.loads(cli(b, "--json", "status").stdout)["devices"] == 1
 
+    out = cli(a, "publish", "presence_state", "alice", "DND", "", "back at 3, maybe")
+    assert out.returncode == 0, out.stderr
+    assert "CustomPresence:alice is now dnd (back at 3, maybe)" in out.stdout
+    wait_until(lambda: cli(b, "--json", "presence").stdout.strip() != "[]", 10, "presence")
+    assert json.loads(cli(b, "--json", "presence", "ali*").stdout) == [
+        {
+            "presentity": "CustomPresence:alice",
+            "state": "dnd",
+            "subtype": "",
+            "message": "back at 3, maybe",
+            "origin": a.eid(),
+        }
+    ]
+    shown = cli(b, "presence").stdout
+    assert "CustomPresence:alice  dnd" in shown and "back at 3, maybe" in shown
+    assert json.loads(cli(b, "--json", "presence", "bob*").stdout) == []
+
 
 def test_bad_input_is_refused_with_one_line(pair) -> None:
     a, _ = pair
@@ -84,6 +101,14 @@ def test_bad_input_is_refused_with_one_line(pair) -> None:
     assert out.returncode == 2 and "separators" in out.stderr
     out = cli(a, "publish", "mwi", "@nobox", "1", "0")
     assert out.returncode == 2 and "empty mailbox part" in out.stderr
+    out = cli(a, "publish", "presence_state", "alice", "busy")
+    assert out.returncode == 2 and "valid states are not_set, unavailable" in out.stderr
+    out = cli(a, "publish", "presence_state", "alice", "away", "", "two\nlines")
+    assert out.returncode == 2 and "control character" in out.stderr
+    out = cli(a, "publish", "presence_state", "alice", "away", "", "x" * 300)
+    assert out.returncode == 2 and "at most 255" in out.stderr
+    out = cli(a, "publish", "presence_state", "XMPP:alice", "away")
+    assert out.returncode == 2 and "only CustomPresence:NAME" in out.stderr
     out = cli(a, "hints")
     assert out.returncode == 1 and "no [asterisk] link" in out.stderr
     for o in (out,):

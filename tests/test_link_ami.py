@@ -7,6 +7,7 @@ starter that returns its AMI address and can restart it (a ``SimStarter`` twin).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ami_helpers import SECRET, USER, RawAmi, start_sim
 from pbxmesh.links.ami import AmiConfig, AmiLink, counterpart_name
 from pbxmesh.links.ami.codec import Action
 from pbxmesh.pbxsim.server import SimServer
+from pbxmesh.presence import PresenceState, parse_presence
 from pbxmesh.states import DeviceState, parse_state
 from tests.link_contract import *  # noqa: F403 - the contract's test functions
 from tests.link_contract import Asterisk
@@ -60,6 +62,23 @@ class AmiAsterisk:
     async def mailbox(self, mailbox: str) -> tuple[int, int]:
         answer = await self._ask(Action.of("MailboxCount", Mailbox=mailbox))
         return int(answer["NewMessages"] or 0), int(answer["OldMessages"] or 0)
+
+    async def set_presence(
+        self, presentity: str, state: PresenceState, subtype: str, message: str
+    ) -> None:
+        b64 = [base64.b64encode(t.encode()).decode() for t in (subtype, message)]
+        value = f"{state.text},{b64[0]},{b64[1]},e"
+        await self._ask(Action.of("Setvar", Variable=f"PRESENCE_STATE({presentity})", Value=value))
+
+    async def presence(self, presentity: str) -> tuple[PresenceState, str, str]:
+        ami = await RawAmi.connect(self.address[1])
+        try:
+            answer = await ami.request(Action.of("PresenceState", Provider=presentity))
+            assert answer.ok, answer.message
+            state = parse_presence(answer.get("State") or "")
+            return state, answer.get("Subtype") or "", answer.get("PresenceMessage") or ""
+        finally:
+            await ami.close()
 
     async def restart(self) -> None:
         await self._restart()

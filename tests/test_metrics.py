@@ -40,6 +40,8 @@ FAMILIES = {
     "pbxmesh_transport_reconnects": "counter",
     "pbxmesh_devices": "gauge",
     "pbxmesh_mailboxes": "gauge",
+    "pbxmesh_presentities": "gauge",
+    "pbxmesh_presence_changes": "counter",
     "pbxmesh_queue_depth": "gauge",
     "pbxmesh_asterisk_up": "gauge",
     "pbxmesh_asterisk_reconnects": "counter",

@@ -138,7 +138,7 @@ VOICEMAIL_CONF = "[general]\nformat = wav\n[default]\n1000 => 1234,Alice\n"
 
 @contextlib.asynccontextmanager
 async def servers(
-    n: int, group: str, base_port: int, voicemail: Sequence[int] = ()
+    n: int, group: str, base_port: int, voicemail: Sequence[int] = (), dialplan: str = DIALPLAN
 ) -> AsyncIterator[list[Server]]:
     """``n`` servers; those whose index is in ``voicemail`` run app_voicemail."""
     ports = [free_port() for _ in range(n)]
@@ -146,7 +146,7 @@ async def servers(
         Asterisk(
             f"pbx{i + 1}",
             eid_of(i + 1),
-            dialplan=DIALPLAN,
+            dialplan=dialplan,
             ami_port=ports[i],
             manager_conf=documented_manager_conf(ports[i])[0],
             **(

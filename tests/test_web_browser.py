@@ -270,6 +270,20 @@ def test_mwi_lamp_appears_after_cli_publish(page: Any, cluster: Cluster) -> None
     expect(box).to_contain_text("0 new, 4 old")
 
 
+def test_presence_shows_state_and_message(page: Any, cluster: Cluster) -> None:
+    from playwright.sync_api import expect
+
+    cluster.cli(cluster.a, "publish", "presence_state", "alice", "dnd", "", "back at <3>")
+    row = page.locator('#presence .pres[data-presentity="CustomPresence:alice"]')
+    expect(row).to_have_count(1, timeout=LAMP_DEADLINE * 1000)
+    expect(row).to_have_class("pres dnd")
+    expect(row).to_contain_text("alice")
+    expect(row).to_contain_text("back at <3>")  # shown as text, not markup
+    cluster.cli(cluster.b, "publish", "presence_state", "alice", "available")
+    expect(row).to_have_class("pres available", timeout=LAMP_DEADLINE * 1000)
+    expect(row.locator(".msg")).to_have_text("")
+
+
 def test_reconnects_after_the_node_restarts(page: Any, cluster: Cluster) -> None:
     from playwright.sync_api import expect
 

@@ -25,6 +25,7 @@ from typing import Any
 from . import __version__
 from .config import DEFAULT_CONFIG, load_config
 from .errors import ConfigError, PbxmeshError, StateError
+from .presence import check_presence_text, check_presentity, parse_presence
 from .states import parse_state
 
 __all__ = ["main"]
@@ -73,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     add("hints", help="the linked Asterisk's hints and their states")
     mwi = add("mwi", help="mailboxes: counts and last writer")
     mwi.add_argument("pattern", nargs="?", help="glob pattern, e.g. '10*@default'")
+    pres = add("presence", help="presentities: state, subtype, message and last writer")
+    pres.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'sales-*'")
     add("status", help="health of the node, its transport and links")
     pub = add("publish", help="assert a state as this node")
     pubsub = pub.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -85,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("mailbox")
     pm.add_argument("new", type=int)
     pm.add_argument("old", type=int)
+    pp = pubsub.add_parser(
+        "presence_state",
+        help="publish presence_state NAME STATE [SUBTYPE [MESSAGE]]",
+        parents=[common],
+    )
+    pp.add_argument("presentity", metavar="NAME", help="CustomPresence:alice, or alice")
+    pp.add_argument("state", help="not_set, unavailable, available, away, xa, chat or dnd")
+    pp.add_argument("subtype", nargs="?", default="")
+    pp.add_argument("message", nargs="?", default="")
     hl = add(
         "dialplan-hints",
         help="print extensions.conf hint lines joining each device with its remote counterpart",
@@ -198,6 +210,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _devices(client, args.json, args.pattern)
     if args.command == "mwi":
         return _mwi(client, args.json, args.pattern)
+    if args.command == "presence":
+        return _presence(client, args.json, args.pattern)
     if args.command == "hints":
         return _hints(client, args.json)
     if args.command == "status":
@@ -363,6 +377,25 @@ def _mwi(client: _Client, as_json: bool, pattern: str | None) -> int:
     return _out(boxes, False, _table(["MAILBOX", "NEW", "OLD", "ORIGIN"], rows))
 
 
+def _presence(client: _Client, as_json: bool, pattern: str | None) -> int:
+    q = "?" + urllib.parse.urlencode({"pattern": pattern}) if pattern else ""
+    rows = client.request("GET", "/presence" + q)
+    if as_json:
+        keys = ("presentity", "state", "subtype", "message", "origin")
+        return _out([{k: r[k] for k in keys} for r in rows], True, "")
+    table = [
+        [
+            r["presentity"],
+            r["state"],
+            r["subtype"] or "-",
+            r["message"] or "-",
+            f"{r['origin']} ({r['origin_name']})" if r["origin_name"] else r["origin"],
+        ]
+        for r in rows
+    ]
+    return _out(rows, False, _table(["PRESENTITY", "STATE", "SUBTYPE", "MESSAGE", "ORIGIN"], table))
+
+
 def _hints(client: _Client, as_json: bool) -> int:
     hints = client.request("GET", "/hints")
     rows = [
@@ -385,6 +418,7 @@ def _status(client: _Client, as_json: bool) -> int:
             f"transport  {s['transport']}  link {'up' if s['link_up'] else 'DOWN'}  "
             f"quorate {'yes' if s['quorate'] else 'NO'}  view {s['view']}  members {s['members']}",
             f"state      {s['devices']} devices, {s['mailboxes']} mailboxes, "
+            f"{s.get('presentities', 0)} presentities, "
             f"{s['queue_depth']} changes queued, {s['resyncs']} resyncs",
             f"asterisk   {ast_text}",
             f"rejected   {', '.join(f'{k}={v}' for k, v in s['rejected'].items()) or 'none'}",
@@ -401,6 +435,26 @@ def _publish(client: _Client, args: argparse.Namespace) -> int:
             "POST", "/publish/device_state", {"device": args.device, "state": state.name}
         )
         return _out(r, args.json, f"{r['device']} is now {r['state']} on this node")
+    if args.kind == "presence_state":
+        # Checked here too, so a mistake is said before the node is asked (exit 2).
+        presence = parse_presence(args.state)
+        presentity = check_presentity(args.presentity)
+        check_presence_text("subtype", args.subtype)
+        check_presence_text("message", args.message)
+        r = client.request(
+            "POST",
+            "/publish/presence_state",
+            {
+                "presentity": presentity,
+                "state": presence.text,
+                "subtype": args.subtype,
+                "message": args.message,
+            },
+        )
+        shown = ", ".join(t for t in (r["subtype"], r["message"]) if t)
+        return _out(
+            r, args.json, f"{r['presentity']} is now {r['state']}{f' ({shown})' if shown else ''}"
+        )
     if args.new < 0 or args.old < 0:
         raise CliError("message counts cannot be negative", EXIT_USAGE)
     r = client.request(

@@ -91,6 +91,7 @@ class AsteriskConfig:
     exclude: tuple[str, ...] = ()  # glob patterns never shared
     remote_template: str = "Custom:remote-{device}"  # local name of remote counterparts
     mwi: bool = True  # share MWI of mailboxes whose voicemail lives here
+    presence: bool = True  # share CustomPresence: presence (func_presencestate)
     down_grace: float = 5.0  # seconds Asterisk may be unreachable before its states stop counting
 
 
@@ -106,6 +107,8 @@ class PeerConfig:
     public_key: str  # Ed25519 public key, base64 (from `pbxmesh keygen`)
     devices: tuple[str, ...] = ()  # glob patterns of devices this node may assert
     mailboxes: tuple[str, ...] = ()  # glob patterns of mailboxes this node may assert
+    # glob patterns of presentities this node may assert, e.g. "CustomPresence:sales-*"
+    presentities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +397,7 @@ def load_config(path: str | Path) -> Config:
             exclude=at.strings("exclude", ()),
             remote_template=template,
             mwi=at.get("mwi", bool, True),
+            presence=at.get("presence", bool, True),
             down_grace=_down_grace(at),
         )
         at.done()
@@ -418,6 +422,7 @@ def load_config(path: str | Path) -> Config:
                 public_key=pt.get("public_key", str, required=True),
                 devices=pt.strings("devices", ()),
                 mailboxes=pt.strings("mailboxes", ()),
+                presentities=pt.strings("presentities", ()),
             )
         )
         pt.done()
@@ -476,13 +481,14 @@ def read_asterisk_channels(path: Path) -> tuple[ChannelConfig, ...]:
             channel = name
         else:
             continue
-        kinds = {"device_state", "mwi", "ping", "cluster_discovery"}
+        # presence_state is pbxmesh's own: Asterisk's res_ais/res_corosync do not carry it
+        kinds = {"device_state", "mwi", "presence_state", "ping", "cluster_discovery"}
         for key in ("publish_event", "subscribe_event"):
             for v in opts.get(key, []):
                 if v not in kinds:
                     raise ConfigError(
                         f"{path}:{lineno}: [{name}] {key}={v}: not an event type "
-                        "(device_state, mwi, ping, cluster_discovery)"
+                        "(device_state, mwi, presence_state, ping, cluster_discovery)"
                     )
         try:
             channels.append(

@@ -5,9 +5,10 @@ Theory of operation
 One aiohttp application serves, under versioned paths:
 
 * ``GET  /api/v1/status``, ``/members``, ``/channels``, ``/devices?pattern=``, ``/mwi?pattern=``,
-  ``/hints`` — what the CLI prints (shapes fixed, see ``openapi.json``);
-* ``POST /api/v1/publish/device_state`` ``{"device", "state"}`` and ``/publish/mwi``
-  ``{"mailbox", "new", "old"}`` — assert a state as this node's origin;
+  ``/presence?pattern=``, ``/hints`` — what the CLI prints (shapes fixed, see ``openapi.json``);
+* ``POST /api/v1/publish/device_state`` ``{"device", "state"}``, ``/publish/mwi``
+  ``{"mailbox", "new", "old"}`` and ``/publish/presence_state`` ``{"presentity", "state",
+  "subtype", "message"}`` — assert a state as this node's origin;
 * ``GET  /api/v1/events`` — Server-Sent Events: a ``snapshot``, then every change (coalesced
   per device/mailbox) and a ``tick`` each second (rate, link, quorum) — the lamp page;
 * ``GET  /api/v1/openapi.json``, ``GET /metrics`` (Prometheus), ``GET /`` (the lamp page).
@@ -35,9 +36,10 @@ from aiohttp import web
 from .errors import LinkError, LinkRefused, PbxmeshError, SecurityError, StateError
 from .links.base import Link
 from .node import MemberInfo, Node, make_listener
+from .presence import PresenceChange, PresenceRecord, check_presentity, parse_presence
 from .states import DeviceState, parse_state
 from .store import DeviceChange, MwiChange, normalize_mailbox
-from .wire.frame import DeviceItem, MwiItem
+from .wire.frame import DeviceItem, MwiItem, PresenceItem
 
 __all__ = ["API_PREFIX", "ControlServer", "device_json", "member_json"]
 
@@ -114,6 +116,7 @@ class ControlServer:
                 on_remote_device=self._on_remote_device,
                 on_mwi=self._on_mwi,
                 on_members=self._on_members,
+                on_presence=self._on_presence,
             )
         )
 
@@ -126,9 +129,11 @@ class ControlServer:
         app.router.add_get(f"{p}/channels", self.channels)
         app.router.add_get(f"{p}/devices", self.devices)
         app.router.add_get(f"{p}/mwi", self.mwi)
+        app.router.add_get(f"{p}/presence", self.presence)
         app.router.add_get(f"{p}/hints", self.hints)
         app.router.add_post(f"{p}/publish/device_state", self.publish_device)
         app.router.add_post(f"{p}/publish/mwi", self.publish_mwi)
+        app.router.add_post(f"{p}/publish/presence_state", self.publish_presence)
         app.router.add_get(f"{p}/events", self.events)
         app.router.add_get(f"{p}/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics)
@@ -193,6 +198,7 @@ class ControlServer:
             "members": len(node.members()),
             "devices": len(node.devices),
             "mailboxes": len(node.mwi),
+            "presentities": len(node.presence),
             "queue_depth": node.queue_depth,
             "resyncs": node.stats.resyncs,
             "rejected": dict(node.stats.rejected),
@@ -253,6 +259,20 @@ class ControlServer:
             ]
         )
 
+    async def presence(self, request: web.Request) -> web.Response:
+        rows = self.node.presence_rows(request.query.get("pattern") or None)
+        return web.json_response([self._presence_json(r) for r in rows])
+
+    def _presence_json(self, r: PresenceRecord) -> dict[str, Any]:
+        return {
+            "presentity": r.presentity,
+            "state": r.state.text,
+            "subtype": r.subtype,
+            "message": r.message,
+            "origin": str(r.origin),
+            "origin_name": self.node.origin_name(r.origin),
+        }
+
     async def hints(self, request: web.Request) -> web.Response:
         for link in self.links():
             try:
@@ -296,11 +316,28 @@ class ControlServer:
         self.node.publish_mwi(mailbox, new, old, keep=True)
         return web.json_response({"mailbox": mailbox, "new": new, "old": old}, status=202)
 
-    def _check_grant(self, item: DeviceItem | MwiItem) -> None:
+    def _check_grant(self, item: DeviceItem | MwiItem | PresenceItem) -> None:
         guard = self.node.guard
         reason = guard.refuses(item) if guard is not None else None
         if reason is not None:
             raise SecurityError("unauthorised", f"refused: {reason}")
+
+    async def publish_presence(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        name, state_text = body.get("presentity"), body.get("state")
+        subtype, message = body.get("subtype", ""), body.get("message", "")
+        if not all(isinstance(v, str) for v in (name, state_text, subtype, message)):
+            raise StateError(
+                'send {"presentity": "CustomPresence:alice", "state": "dnd", '
+                '"subtype": "", "message": "back at 3"}'
+            )
+        assert isinstance(name, str) and isinstance(state_text, str)
+        state = parse_presence(state_text)
+        self._check_grant(PresenceItem(check_presentity(name), int(state), subtype, message, 0))
+        self.node.publish_presence(name, state, subtype, message, keep=True)
+        record = self.node.presence.get(check_presentity(name))
+        assert record is not None  # just written (or older than what is there, then that)
+        return web.json_response(self._presence_json(record), status=202)
 
     # -- live -------------------------------------------------------------------------------
     # Each /events client has a _Subscriber: a set of *keys* ("device", name), ("mwi", box),
@@ -335,6 +372,11 @@ class ControlServer:
         self.rate.hit()
         if self._subscribers:
             self._mark(("mwi", change.record.mailbox))
+
+    def _on_presence(self, change: PresenceChange) -> None:
+        self.rate.hit()
+        if self._subscribers:
+            self._mark(("presence", change.record.presentity))
 
     def _on_members(self, members: list[MemberInfo]) -> None:
         if self._subscribers:
@@ -374,6 +416,10 @@ class ControlServer:
             return _sse(kind, self._device_event(name))
         if kind == "mwi":
             return _sse(kind, self._mwi_event(name))
+        if kind == "presence":
+            record = self.node.presence.get(name)
+            body = self._presence_json(record) if record else {"presentity": name, "removed": True}
+            return _sse(kind, body)
         return _sse("members", self._members_event())
 
     def _snapshot(self) -> dict[str, Any]:
@@ -384,6 +430,7 @@ class ControlServer:
             **self._members_event(),
             "devices": [device_json(d, s, o) for d, s, o in self.node.device_rows(None)],
             "mwi": [self._mwi_event(r.mailbox) for r in self.node.mwi_rows(None)],
+            "presence": [self._presence_json(r) for r in self.node.presence_rows(None)],
         }
 
     def _tick(self) -> dict[str, Any]:
@@ -396,6 +443,7 @@ class ControlServer:
             "view": node.view,
             "devices": len(node.devices),
             "mailboxes": len(node.mwi),
+            "presentities": len(node.presence),
             "queue_depth": node.queue_depth,
             "asterisk": self._asterisk_json(),
         }

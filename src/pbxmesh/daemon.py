@@ -44,9 +44,10 @@ OWN_STATE_INTERVAL = 1.0
 
 
 class OwnStateFile:
-    """This node's own assertions (devices it asserted, mailboxes it wrote last), kept in the
-    state directory so that a restarted node serves and announces them again, as Asterisk
-    keeps ``devstate change`` values in its AstDB. Written atomically."""
+    """This node's own assertions (devices it asserted, mailboxes and presentities it wrote
+    last), kept in the state directory so that a restarted node serves and announces them
+    again, as Asterisk keeps ``devstate change`` values in its AstDB. Written atomically; a
+    file written before presence existed has no ``presence`` key and reads as none."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -68,10 +69,36 @@ class OwnStateFile:
                 raise ConfigError(f"{self.path}: device state {state} is outside 0..8")
         return devices, mwi
 
+    def load_presence(self) -> list[tuple[str, int, str, str, int]]:
+        """The saved presence: ``(presentity, state, subtype, message, version)``."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            presence = [
+                (str(p), int(s), str(t), str(m), int(v))
+                for p, s, t, m, v in data.get("presence", [])
+            ]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"{self.path}: this node's saved state is unreadable ({exc}); fix or delete it "
+                "(deleting it forgets the states published with `pbxmesh publish`)"
+            ) from None
+        for _, state, _, _, _ in presence:
+            if not 0 <= state <= 6:
+                raise ConfigError(f"{self.path}: presence state {state} is outside 0..6")
+        return presence
+
     def save(
-        self, devices: list[tuple[str, int, int]], mwi: list[tuple[str, int, int, int]]
+        self,
+        devices: list[tuple[str, int, int]],
+        mwi: list[tuple[str, int, int, int]],
+        presence: list[tuple[str, int, str, str, int]] | None = None,
     ) -> None:
-        atomic_write(self.path, json.dumps({"devices": devices, "mwi": mwi}))
+        body: dict[str, Any] = {"devices": devices, "mwi": mwi}
+        if presence:
+            body["presence"] = presence
+        atomic_write(self.path, json.dumps(body))
 
 
 def make_transport(cluster: ClusterConfig, node_name: str) -> Transport:
@@ -158,6 +185,9 @@ class Daemon:
                     share_mwi=ast.mwi,
                     mwi_include=ast.include,
                     mwi_exclude=ast.exclude,
+                    share_presence=ast.presence,
+                    presence_include=ast.include,
+                    presence_exclude=ast.exclude,
                     down_grace=ast.down_grace,
                 ),
             )
@@ -186,9 +216,15 @@ class Daemon:
             self.config.cluster.group,
         )
         devices, mwi = self.own_file.load()
-        if devices or mwi:
-            self.node.restore(devices, mwi)
-            log.info("restored own state devices=%d mailboxes=%d", len(devices), len(mwi))
+        presence = self.own_file.load_presence()
+        if devices or mwi or presence:
+            self.node.restore(devices, mwi, presence)
+            log.info(
+                "restored own state devices=%d mailboxes=%d presentities=%d",
+                len(devices),
+                len(mwi),
+                len(presence),
+            )
         self._saved = self.node.own_changes
         await self.node.start()
         self._saver = asyncio.create_task(self._save_loop(), name="pbxmesh-own-state")
@@ -223,7 +259,7 @@ class Daemon:
             return
         self._saved = self.node.own_changes
         try:
-            self.own_file.save(*self.node.own_state())
+            self.own_file.save(*self.node.own_state(), self.node.own_presence())
         except OSError as exc:
             log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 

@@ -9,7 +9,9 @@ shows, in words a newcomer can follow:
 2. ``Custom:mystate`` set to INUSE on pbx1: hint 1234 shows ``State:InUse`` on pbx2 and pbx3;
 3. back to NOT_INUSE: ``State:Idle`` everywhere;
 4. mailbox 1000@default gets 2 new messages on pbx1: the lamp lights on pbx2 and pbx3;
-5. what Asterisk's own clustering gets wrong: pbx3 is busy and its node stops — the others'
+5. alice sets do-not-disturb on pbx1: her presence shows on pbx2 and pbx3 (no Asterisk
+   clustering module shares presence), and clears when she is back;
+6. what Asterisk's own clustering gets wrong: pbx3 is busy and its node stops — the others'
    hints fall back at once instead of staying stale.
 
 Then it leaves everything running, prints how to look at it (CLI, web page), and stops all it
@@ -133,13 +135,16 @@ class Demo:
             (d / "pbx-state").mkdir(parents=True)
             hint = f"Custom:mystate&{counterpart_name('Custom:mystate')}"
             (d / "extensions.conf").write_text(
-                f"[general]\nautofallthrough=yes\n\n[devstate_test]\nexten => 1234,hint,{hint}\n"
+                "[general]\nautofallthrough=yes\n\n[devstate_test]\n"
+                "exten => 1000,hint,Custom:alice,CustomPresence:alice\n"
+                f"exten => 1234,hint,{hint}\n"
             )
             (d / "pbxmesh.toml").write_text(
                 f'[node]\nname = "{n}"\nstate_dir = "{d / "state"}"\n\n'
                 f'[cluster]\ntransport = "corosync"\ngroup = "{self.group}"\n\n'
-                '[[channel]]\nname = "device_state"\npublish = ["device_state", "mwi"]\n'
-                'subscribe = ["device_state", "mwi"]\n\n'
+                '[[channel]]\nname = "device_state"\n'
+                'publish = ["device_state", "mwi", "presence_state"]\n'
+                'subscribe = ["device_state", "mwi", "presence_state"]\n\n'
                 f'[asterisk]\nami = "127.0.0.1:{self.ami_ports[n]}"\n'
                 f'username = "{USER}"\nsecret = "{SECRET}"\n\n'
                 f'[control]\nlisten = "127.0.0.1:{self.ctl_ports[n]}"\n'
@@ -227,7 +232,13 @@ class Demo:
         return time.monotonic() - t0
 
     async def hint_state(self, n: str, text: str) -> bool:
-        return any(f"State:{text} " in line for line in await self.hints(n))
+        return any(
+            f"State:{text} " in line for line in await self.hints(n) if line.startswith("1234@")
+        )
+
+    async def presence(self, n: str) -> tuple[str | None, str | None]:
+        r = await self.clients[n].action("PresenceState", Provider="CustomPresence:alice")
+        return r.get("State"), r.get("PresenceMessage")
 
     async def until_hint(self, n: str, text: str, deadline: float = 15) -> float:
         """Seconds until hint 1234 on server ``n`` shows ``State:<text>``."""
@@ -288,7 +299,32 @@ class Demo:
         show("pbx3$ pbxmesh mwi:", [""])
         show("  ", self.cli("pbx3", "mwi"))
 
-        step(5, "what Asterisk's own clustering gets wrong: a server leaves")
+        step(5, "on pbx1: Set(PRESENCE_STATE(CustomPresence:alice)=dnd,,back at 3)")
+        await self.clients["pbx1"].action(
+            "Setvar", Variable="PRESENCE_STATE(CustomPresence:alice)", Value="dnd,,back at 3"
+        )
+        for n in ("pbx2", "pbx3"):
+
+            async def dnd(n: str = n) -> bool:
+                return await self.presence(n) == ("dnd", "back at 3")
+
+            took = await self.until(n, dnd)
+            say(f"   {n}: alice is dnd, 'back at 3' ({took * 1000:.0f} ms later)")
+        show("pbx2*CLI> core show hint 1000:", [""])
+        show("  ", [ln for ln in await self.hints("pbx2") if ln.startswith("1000@")])
+        await self.clients["pbx1"].action(
+            "Setvar", Variable="PRESENCE_STATE(CustomPresence:alice)", Value="available"
+        )
+
+        async def back() -> bool:
+            return await self.presence("pbx3") == ("available", None)
+
+        await self.until("pbx3", back)
+        say("   alice is back: pbx3 shows her available again. (pbxmesh presence lists them.)")
+        show("pbx3$ pbxmesh presence:", [""])
+        show("  ", self.cli("pbx3", "presence"))
+
+        step(6, "what Asterisk's own clustering gets wrong: a server leaves")
         await self.clients["pbx3"].action(
             "Setvar", Variable="DEVICE_STATE(Custom:mystate)", Value="BUSY"
         )
@@ -324,6 +360,7 @@ class Demo:
             say(f"   {n}: pbxmesh -c {conf} devices   (lamps: {url})")
         conf1 = self.dir / "pbx1" / "pbxmesh.toml"
         say(f"   pbxmesh -c {conf1} publish device_state Custom:lamp1 RINGING")
+        say(f"   pbxmesh -c {conf1} publish presence_state alice away lunch 'back at 2'")
         port1 = self.ami_ports["pbx1"]
         say(f"   Simulated Asterisk AMI: 127.0.0.1:{port1} (user {USER}, secret {SECRET})")
         say(f"   Logs and files: {self.dir}")

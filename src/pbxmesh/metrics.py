@@ -131,6 +131,14 @@ class Metrics(Collector):
             "pbxmesh_devices", "Devices with a cluster value", value=len(node.devices)
         )
         yield GaugeMetricFamily("pbxmesh_mailboxes", "Mailboxes known", value=len(node.mwi))
+        yield GaugeMetricFamily(
+            "pbxmesh_presentities", "Presentities known", value=len(node.presence)
+        )
+        yield CounterMetricFamily(
+            "pbxmesh_presence_changes",
+            "Presence changes applied here (a presentity's state, subtype or message), any origin",
+            value=stats.presence_changes,
+        )
         links = [link.status() for link in self.links()]
         queues = GaugeMetricFamily(
             "pbxmesh_queue_depth", "Items waiting to be sent, per queue", labels=["queue"]

@@ -20,6 +20,10 @@ _STATE: Final = {
         "ONHOLD",
     ],
 }
+_PRESENCE: Final = {
+    "type": "string",
+    "enum": ["not_set", "unavailable", "available", "away", "xa", "chat", "dnd"],
+}
 _ERROR: Final = {
     "description": "a request that cannot be served",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -115,6 +119,18 @@ OPENAPI: Final[dict[str, Any]] = {
                     "origin_name": {"type": "string"},
                 },
             },
+            "Presence": {
+                "type": "object",
+                "required": ["presentity", "state", "subtype", "message", "origin"],
+                "properties": {
+                    "presentity": {"type": "string", "example": "CustomPresence:alice"},
+                    "state": _PRESENCE,
+                    "subtype": {"type": "string", "maxLength": 255},
+                    "message": {"type": "string", "maxLength": 255, "example": "back at 3"},
+                    "origin": {"type": "string", "description": "EID of the last writer"},
+                    "origin_name": {"type": "string"},
+                },
+            },
             "Hint": {
                 "type": "object",
                 "properties": {
@@ -138,6 +154,9 @@ OPENAPI: Final[dict[str, Any]] = {
             "devices: cluster value and each origin's state", _list("Device"), _PATTERN
         ),
         "/api/v1/mwi": _get("mailboxes: counts and last writer", _list("Mailbox"), _PATTERN),
+        "/api/v1/presence": _get(
+            "presentities: state, subtype, message and last writer", _list("Presence"), _PATTERN
+        ),
         "/api/v1/hints": _get("the hints of the linked Asterisk", _list("Hint")),
         "/api/v1/publish/device_state": {
             "post": {
@@ -177,6 +196,43 @@ OPENAPI: Final[dict[str, Any]] = {
                     },
                 },
                 "responses": {"202": {"description": "accepted"}, "400": _ERROR, "401": _ERROR},
+            }
+        },
+        "/api/v1/publish/presence_state": {
+            "post": {
+                "summary": "assert a presence as this node's origin (kept across restarts)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["presentity", "state"],
+                                "properties": {
+                                    "presentity": {
+                                        "type": "string",
+                                        "example": "CustomPresence:alice",
+                                    },
+                                    "state": _PRESENCE,
+                                    "subtype": {"type": "string", "maxLength": 255},
+                                    "message": {"type": "string", "maxLength": 255},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "accepted: the presentity as it now is",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Presence"}
+                            }
+                        },
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                },
             }
         },
         "/api/v1/events": {

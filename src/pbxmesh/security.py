@@ -15,9 +15,9 @@ this order (guard clauses; the first failure rejects the frame with a stable rea
    node. Sequences are the sender's persisted clock, so they increase across its restarts;
    the receiver keeps the last accepted sequence per node in its state directory, so the
    protection survives its own restarts too;
-6. ``unauthorised``   — per item: a node may assert only the devices and mailboxes matching
-   the glob patterns granted to it. Items outside its grant are dropped (and counted); the
-   rest of the frame is applied.
+6. ``unauthorised``   — per item: a node may assert only the devices, mailboxes and
+   presentities (``CustomPresence:NAME``) matching the glob patterns granted to it. Items
+   outside its grant are dropped (and counted); the rest of the frame is applied.
 
 The guard is sans-IO except for the small replay file, written atomically at most every
 ``flush_interval`` seconds and on close. Transport-level authentication (Corosync knet crypto
@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .eid import EID
 from .errors import ConfigError, SecurityError, StateError
 from .files import atomic_write
-from .wire.frame import SIGNATURE_SIZE, DeviceItem, Frame, MwiItem, signed_part
+from .wire.frame import SIGNATURE_SIZE, DeviceItem, Frame, MwiItem, PresenceItem, signed_part
 
 if TYPE_CHECKING:
     from .config import SecurityConfig
@@ -135,19 +135,24 @@ class Peer:
     eid: EID
     devices: tuple[str, ...]
     mailboxes: tuple[str, ...]
+    presentities: tuple[str, ...] = ()
     _device_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _mailbox_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _presence_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # One compiled alternation per grant: checking an item is one regex match.
         object.__setattr__(self, "_device_re", _compile(self.devices))
         object.__setattr__(self, "_mailbox_re", _compile(self.mailboxes))
+        object.__setattr__(self, "_presence_re", _compile(self.presentities))
 
-    def may_assert(self, item: DeviceItem | MwiItem) -> bool:
+    def may_assert(self, item: DeviceItem | MwiItem | PresenceItem) -> bool:
         if type(item) is DeviceItem:
             return self._device_re.match(item.device) is not None
-        assert isinstance(item, MwiItem)
-        return self._mailbox_re.match(item.mailbox) is not None
+        if type(item) is MwiItem:
+            return self._mailbox_re.match(item.mailbox) is not None
+        assert isinstance(item, PresenceItem)
+        return self._presence_re.match(item.presentity) is not None
 
 
 def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
@@ -190,7 +195,7 @@ class SignatureGuard:
         return body + self._key.sign(body)
 
     # -- receiving ---------------------------------------------------------------------------
-    def check(self, frame: Frame, data: bytes) -> tuple[DeviceItem | MwiItem, ...]:
+    def check(self, frame: Frame, data: bytes) -> tuple[DeviceItem | MwiItem | PresenceItem, ...]:
         """Raise :class:`SecurityError` to reject the frame; return the items it may assert."""
         if frame.signature is None:
             if self._require:
@@ -236,15 +241,19 @@ class SignatureGuard:
         """Whether frames signed by node ``name`` are accepted (None: no list of nodes)."""
         return (name in self._peers) if self._peers else None
 
-    def refuses(self, item: DeviceItem | MwiItem) -> str | None:
+    def refuses(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
         """Why the other nodes would drop ``item`` from us (None: they accept it)."""
         if not self._peers:
             return None
-        what = item.device if isinstance(item, DeviceItem) else item.mailbox
+        if isinstance(item, DeviceItem):
+            what, kind = item.device, "devices"
+        elif isinstance(item, MwiItem):
+            what, kind = item.mailbox, "mailboxes"
+        else:
+            what, kind = item.presentity, "presentities"
         if self.own is None:
             return "this node is not in [security.peers]: every node rejects its frames"
         if not self.own.may_assert(item):
-            kind = "devices" if isinstance(item, DeviceItem) else "mailboxes"
             granted = ", ".join(getattr(self.own, kind)) or "nothing"
             return (
                 f"{what!r} is outside this node's grant ([security.peers.{self.own.name}] "
@@ -304,7 +313,9 @@ def build_peers(security: SecurityConfig, name: str) -> tuple[list[Peer], bool]:
             public = parse_public_key(p.public_key)
         except StateError as exc:
             raise ConfigError(f"[security.peers.{p.name}] public_key: {exc}") from None
-        peers.append(Peer(p.name, public, eid_for_key(public), p.devices, p.mailboxes))
+        peers.append(
+            Peer(p.name, public, eid_for_key(public), p.devices, p.mailboxes, p.presentities)
+        )
     own = next((p for p in peers if p.name == name), None)
     if key is not None and own is not None:
         mine = public_key_text(key.public_key())

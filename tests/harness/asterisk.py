@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 AMI_USER = "admin"  # the same account as the simulator in tests/ami_helpers.py
 AMI_SECRET = "s3cret"
 
-#: What the AMI link needs: Custom: devices, hints, DeviceStateChange, MWIUpdate/MWIGet.
+#: What the AMI link needs: Custom: devices, hints, DeviceStateChange, MWIUpdate/MWIGet,
+#: and presence (PRESENCE_STATE(), PresenceStateChange, PresenceStateList).
 AMI_MODULES: tuple[str, ...] = (
     "pbx_config",
     "func_devstate",
@@ -51,6 +52,8 @@ AMI_MODULES: tuple[str, ...] = (
     "res_sorcery_astdb",
     "res_mwi_external",
     "res_mwi_external_ami",
+    "func_presencestate",
+    "res_manager_presencestate",
 )
 
 

@@ -143,7 +143,8 @@ class NodeProcess:
             f'[cluster]\ntransport = "corosync"\ngroup = "{self.group}"\n'
             "[cluster.corosync]\nreconnect_interval = 0.1\n"
             '[[channel]]\nname = "device_state"\n'
-            'publish = ["device_state", "mwi"]\nsubscribe = ["device_state", "mwi"]\n'
+            'publish = ["device_state", "mwi", "presence_state"]\n'
+            'subscribe = ["device_state", "mwi", "presence_state"]\n'
             f'[control]\nlisten = "127.0.0.1:{self.port}"\n'
         )
 

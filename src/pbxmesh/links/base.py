@@ -49,9 +49,13 @@ pattern, and everything about its connection.
 Threading: every call in either direction runs on the event loop and must return at once
 (queue and return; never await Asterisk inside a tell).
 
-A new event type (presence, issue 14) is one more report method on :class:`LinkPort`, one
-more tell method on :class:`Link` with a default that ignores it, and one more
-:class:`Interest` flag; existing links keep working untouched.
+A new event type is one more report method on :class:`LinkPort`, one more tell method on
+:class:`Link` with a default that ignores it, and one more :class:`Interest` flag; existing
+links keep working untouched. Presence came so: ``port.presence(presentity, state, subtype,
+message)`` reports, :meth:`Link.remote_presence` (``Interest.PRESENCE``) tells a presentity
+whose last writer is another origin, and :meth:`LinkPort.remote_presence` reads them all back
+at a resync. Like MWI it is last-writer-wins, never aggregated, and stays when a link
+withdraws.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..eid import EID
+from ..presence import PresenceState
 from ..states import DeviceState
 
 __all__ = ["Hint", "Interest", "Link", "LinkPort", "LinkStatus"]
@@ -77,6 +82,8 @@ class Interest(enum.Flag):
     ORIGIN_DEVICES = enum.auto()
     #: mailboxes whose last writer is another origin (:meth:`Link.remote_mwi`)
     MWI = enum.auto()
+    #: presentities whose last writer is another origin (:meth:`Link.remote_presence`)
+    PRESENCE = enum.auto()
 
 
 class LinkPort(Protocol):
@@ -95,6 +102,16 @@ class LinkPort(Protocol):
 
     def mwi(self, mailbox: str, new: int, old: int) -> None:
         """Asterisk's own counts for ``mailbox@context``."""
+
+    def presence(
+        self, presentity: str, state: PresenceState, subtype: str = "", message: str = ""
+    ) -> None:
+        """Asterisk's own presence for ``CustomPresence:NAME`` (raises StateError for a name,
+        subtype or message the cluster cannot carry)."""
+
+    def remote_presence(self) -> dict[str, tuple[PresenceState, str, str, EID]]:
+        """``presentity`` -> ``(state, subtype, message, writer)`` for those another origin
+        wrote last."""
 
     def remote_devices(self) -> dict[str, DeviceState]:
         """Every device some other origin holds -> the aggregate of the other slots."""
@@ -194,3 +211,8 @@ class Link(abc.ABC):
 
     def remote_mwi(self, mailbox: str, new: int, old: int, writer: EID) -> None:  # noqa: B027
         """Another origin, ``writer``, wrote the counts of ``mailbox@context`` last."""
+
+    def remote_presence(  # noqa: B027
+        self, presentity: str, state: PresenceState, subtype: str, message: str, writer: EID
+    ) -> None:
+        """Another origin, ``writer``, wrote the presence of ``presentity`` last."""

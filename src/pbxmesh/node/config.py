@@ -11,8 +11,9 @@ from ..wire import frame as wire
 
 __all__ = ["EVENT_TYPES", "ChannelConfig", "NodeConfig"]
 
-#: the event types a channel can carry (ais.conf's publish_event/subscribe_event values)
-EVENT_TYPES: Final = ("device_state", "mwi")
+#: the event types a channel can carry (ais.conf's publish_event/subscribe_event values, and
+#: ``presence_state``, which Asterisk's own clustering modules do not carry)
+EVENT_TYPES: Final = ("device_state", "mwi", "presence_state")
 
 
 @dataclass(frozen=True, slots=True)

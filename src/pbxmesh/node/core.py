@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-A node owns one origin, its EID. It keeps the per-origin :class:`~pbxmesh.store.DeviceStore`
-and the :class:`~pbxmesh.store.MwiStore` for the whole cluster, and speaks pbxmesh frames over
+A node owns one origin, its EID. It keeps the per-origin :class:`~pbxmesh.store.DeviceStore`,
+the :class:`~pbxmesh.store.MwiStore` and the :class:`~pbxmesh.presence.PresenceStore` for the
+whole cluster, and speaks pbxmesh frames over
 one :class:`~pbxmesh.transport.Transport`. Its parts, each in its own module:
 
 * ``outbound.py`` -- *local changes* (``publish_device``/``publish_mwi``, from a link to
@@ -24,8 +25,8 @@ This module holds the lifecycle, the one inbound boundary (:meth:`Node._on_messa
 own echo, guard, channel subscription, apply) and the reads.
 
 *Channels* are ais.conf's event channels: a channel publishes and subscribes event types
-(``device_state``, ``mwi``). Frames carry their channel's name; a receiver applies an item only
-if its own channel of that name subscribes to the item's kind.
+(``device_state``, ``mwi``, ``presence_state``). Frames carry their channel's name; a receiver
+applies an item only if its own channel of that name subscribes to the item's kind.
 
 *Own echo.* Transports deliver our own frames back; frames carrying our EID are dropped, and
 a frame with our EID from another member means two nodes share an EID: logged loudly.
@@ -47,6 +48,14 @@ from ..clock import HybridClock, version_millis
 from ..eid import EID
 from ..errors import PbxmeshError, RemoteProtocolError, SecurityError, StateError
 from ..links.base import Link, LinkPort
+from ..presence import (
+    PresenceChange,
+    PresenceRecord,
+    PresenceState,
+    PresenceStore,
+    check_presence_text,
+    check_presentity,
+)
 from ..states import DeviceState
 from ..store import (
     DeviceChange,
@@ -60,7 +69,7 @@ from ..store import (
 from ..tasks import cancel_and_wait
 from ..transport.base import LinkState, MembershipChange, Message, Transport
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem
+from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
 from .config import ChannelConfig, NodeConfig
 from .fanout import Fanout, NodeListener
 from .guard import FrameGuard
@@ -91,6 +100,7 @@ class Node:
         self.guard = guard
         self.devices = DeviceStore()
         self.mwi = MwiStore()
+        self.presence = PresenceStore()
         self.stats = NodeStats()
         self._fanout = Fanout(self.devices, self.eid)
         #: listeners of the cluster's changes (append to it); see :class:`NodeListener`
@@ -190,6 +200,7 @@ class Node:
         self,
         devices: Iterable[tuple[str, int, int]],
         mwi: Iterable[tuple[str, int, int, int]],
+        presence: Iterable[tuple[str, int, str, str, int]] = (),
     ) -> None:
         """Take back this node's own assertions saved before a restart (call before start()).
 
@@ -214,6 +225,17 @@ class Node:
             self.clock.observe(version)
             self.mwi.apply(self.eid, box.mailbox, new, old, version)
             self.kept.add((2, box.mailbox))
+        for presentity, state, subtype, message, version in presence:
+            try:
+                p = PresenceItem(check_presentity(presentity), state, subtype, message, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
+            self.clock.observe(version)
+            self.presence.apply(
+                self.eid, p.presentity, PresenceState(p.state), p.subtype, p.message, version
+            )
+            self.kept.add((3, p.presentity))
         self.own_changes += 1
 
     def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
@@ -229,6 +251,15 @@ class Node:
             if (2, r.mailbox) in self.kept
         ]
         return devices, mwi
+
+    def own_presence(self) -> list[tuple[str, int, str, str, int]]:
+        """This node's kept presence assertions it wrote last, as :meth:`own_state` does
+        devices and mailboxes: ``(presentity, state, subtype, message, version)``."""
+        return [
+            (r.presentity, int(r.state), r.subtype, r.message, r.version)
+            for r in self.presence.written_by(self.eid)
+            if (3, r.presentity) in self.kept
+        ]
 
     def publish_device(
         self, device: str, state: DeviceState, keep: bool = False
@@ -267,6 +298,34 @@ class Node:
             self._fanout.mwi(change)
         return change
 
+    def publish_presence(
+        self,
+        presentity: str,
+        state: PresenceState,
+        subtype: str = "",
+        message: str = "",
+        keep: bool = False,
+    ) -> PresenceChange | None:
+        """Assert the presence of ``CustomPresence:NAME`` as this node (``keep``: as above).
+
+        Raises :class:`StateError` for a name, subtype or message Asterisk could not carry.
+        """
+        presentity = check_presentity(presentity)
+        check_presence_text("subtype", subtype)
+        check_presence_text("message", message)
+        state = PresenceState(state)
+        if keep:
+            self.kept.add((3, presentity))
+            self.kept_changed.set()
+        version = self.clock.tick()
+        change = self.presence.apply(self.eid, presentity, state, subtype, message, version)
+        self.own_changes += 1
+        self._out.enqueue(PresenceItem(presentity, int(state), subtype, message, version))
+        if change is not None:
+            self.stats.presence_changes += 1
+            self._fanout.presence(change)
+        return change
+
     def withdraw_reported(self) -> int:
         """Remove this origin's device slots except the kept ones (see ``LinkPort.withdraw``)
         and announce a complete snapshot, so that every peer removes them too."""
@@ -282,12 +341,18 @@ class Node:
         log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
         return withdrawn
 
-    def refused_by_grant(self, item: DeviceItem | MwiItem) -> str | None:
+    def refused_by_grant(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
         """Why the others would drop ``item`` from us (our grant in [security.peers]); a link
         that offers it is told once per device or mailbox in the log, and it is not sent."""
         reason = self.guard.refuses(item) if self.guard is not None else None
         if reason is not None:
-            key = item.device if isinstance(item, DeviceItem) else item.mailbox
+            key = (
+                item.device
+                if isinstance(item, DeviceItem)
+                else item.mailbox
+                if isinstance(item, MwiItem)
+                else item.presentity
+            )
             if ("grant", key) not in self._warned:
                 self._warned.add(("grant", key))
                 log.warning("not shared: %s", reason)
@@ -309,6 +374,14 @@ class Node:
     def remote_mwi(self) -> dict[str, tuple[int, int]]:
         """Mailboxes whose last writer is another node: ``mailbox@context -> (new, old)``."""
         return {r.mailbox: (r.new, r.old) for r in self.mwi.records() if r.origin != self.eid}
+
+    def presence_rows(self, pattern: str | None = None) -> list[PresenceRecord]:
+        """Presentities matching a glob pattern, sorted (``CustomPresence:*``; a pattern
+        without ``:`` is matched against the name after ``CustomPresence:``)."""
+        return sorted(
+            (r for r in self.presence.records() if not pattern or _presence_match(r, pattern)),
+            key=lambda r: r.presentity,
+        )
 
     def members(self) -> list[MemberInfo]:
         """The current view, self included."""
@@ -365,6 +438,7 @@ class Node:
                 self.devices,
                 self.mwi,
                 list(self._channels.values()),
+                self.presence,
             ),
             name="pbxmesh-announce",
         )
@@ -427,7 +501,13 @@ class Node:
                 kept = set(items)
                 denied = [i for i in f.items if i not in kept]
                 first = denied[0]
-                what = first.device if isinstance(first, DeviceItem) else first.mailbox
+                what = (
+                    first.device
+                    if isinstance(first, DeviceItem)
+                    else first.mailbox
+                    if isinstance(first, MwiItem)
+                    else first.presentity
+                )
                 self._reject(
                     "unauthorised",
                     f.name or str(f.origin),
@@ -463,10 +543,11 @@ class Node:
         return ch is not None and kind in ch.subscribe
 
     def _apply_items(
-        self, origin: EID, channel: str, items: Iterable[DeviceItem | MwiItem]
+        self, origin: EID, channel: str, items: Iterable[DeviceItem | MwiItem | PresenceItem]
     ) -> None:
         want_dev = self._subscribes(channel, "device_state")
         want_mwi = self._subscribes(channel, "mwi")
+        want_presence = self._subscribes(channel, "presence_state")
         touched: list[str] = []
         n = 0
         for item in items:
@@ -483,12 +564,30 @@ class Node:
                 mchange = self.mwi.apply(origin, item.mailbox, item.new, item.old, item.version)
                 if mchange is not None:
                     self._fanout.mwi(mchange)
+            elif isinstance(item, PresenceItem) and want_presence:
+                n += 1
+                pchange = self.presence.apply(
+                    origin,
+                    item.presentity,
+                    PresenceState(item.state),
+                    item.subtype,
+                    item.message,
+                    item.version,
+                )
+                if pchange is not None:
+                    self.stats.presence_changes += 1
+                    self._fanout.presence(pchange)
         if n:
             count(self.stats.changes_in, channel, n)  # n > 0 only for a channel we have
         self._fanout.touched(origin, touched)
 
     def _merge_snapshot(
-        self, origin: EID, channel: str, as_of: int, kinds: int, items: list[DeviceItem | MwiItem]
+        self,
+        origin: EID,
+        channel: str,
+        as_of: int,
+        kinds: int,
+        items: list[DeviceItem | MwiItem | PresenceItem],
     ) -> None:
         self.stats.snapshots_merged += 1
         if kinds & wire.SNAP_DEVICES and self._subscribes(channel, "device_state"):
@@ -498,9 +597,10 @@ class Node:
                 self._fanout.device(change)
             self._fanout.touched(origin, before | {e[0] for e in entries})
             count(self.stats.changes_in, channel, len(entries))
-        mwis = [i for i in items if isinstance(i, MwiItem)]
-        if mwis:
-            self._apply_items(origin, channel, mwis)
+        # MWI and presence are last-writer-wins: a snapshot's items are applied as changes.
+        lww = [i for i in items if isinstance(i, MwiItem | PresenceItem)]
+        if lww:
+            self._apply_items(origin, channel, lww)
         if self._resync_started:
             self.stats.last_resync_seconds = time.monotonic() - self._resync_started
 
@@ -600,6 +700,28 @@ class _OwnPort:
         return {
             r.mailbox: (r.new, r.old, r.origin) for r in node.mwi.records() if r.origin != node.eid
         }
+
+    def presence(
+        self, presentity: str, state: PresenceState, subtype: str = "", message: str = ""
+    ) -> None:
+        item = PresenceItem(check_presentity(presentity), int(state), subtype, message, 0)
+        if self._node.refused_by_grant(item):
+            return
+        self._node.publish_presence(presentity, state, subtype, message)
+
+    def remote_presence(self) -> dict[str, tuple[PresenceState, str, str, EID]]:
+        node = self._node
+        return {
+            r.presentity: (r.state, r.subtype, r.message, r.origin)
+            for r in node.presence.records()
+            if r.origin != node.eid
+        }
+
+
+def _presence_match(record: PresenceRecord, pattern: str) -> bool:
+    if ":" not in pattern:
+        return fnmatch.fnmatchcase(record.presentity.partition(":")[2], pattern)
+    return fnmatch.fnmatchcase(record.presentity, pattern)
 
 
 _: type[LinkPort] = _OwnPort  # the port fits the protocol

@@ -5,7 +5,8 @@ Theory of operation
 Two kinds of audience hear about the cluster's changes:
 
 * *listeners* (:class:`NodeListener`: the control API, the lamp page, tests) get every change
-  of a cluster value, of the *remote* aggregate, of a mailbox, and every membership view;
+  of a cluster value, of the *remote* aggregate, of a mailbox, of a presentity (when they have
+  ``on_presence``: listeners written before presence keep working), and every membership view;
 * *links* to Asterisk (:class:`~pbxmesh.links.base.Link`) get only what their ``interest``
   names and never their own origin's changes (see ``links/base.py``).
 
@@ -24,6 +25,7 @@ from typing import Protocol
 
 from ..eid import EID
 from ..links.base import Interest, Link
+from ..presence import PresenceChange
 from ..states import DeviceState
 from ..store import DeviceChange, DeviceStore, MwiChange
 from .membership import MemberInfo
@@ -46,6 +48,8 @@ class NodeListener(Protocol):
     def on_members(self, members: list[MemberInfo]) -> None:
         """The membership view changed."""
 
+    # Optional: ``on_presence(change: PresenceChange)``, the presence of a presentity changed.
+
 
 class Fanout:
     """The listeners and links of one node, and what each was last told."""
@@ -58,6 +62,7 @@ class Fanout:
         self._aggregate: list[Link] = []  # links wanting Interest.REMOTE_DEVICES
         self._slots: list[Link] = []  # links wanting Interest.ORIGIN_DEVICES
         self._mwi: list[Link] = []  # links wanting Interest.MWI
+        self._presence: list[Link] = []  # links wanting Interest.PRESENCE
         self._remote_cache: dict[str, DeviceState] = {}
         self._slot_cache: dict[tuple[EID, str], DeviceState] = {}
 
@@ -75,6 +80,7 @@ class Fanout:
         self._aggregate = [x for x in self.links if Interest.REMOTE_DEVICES in x.interest]
         self._slots = [x for x in self.links if Interest.ORIGIN_DEVICES in x.interest]
         self._mwi = [x for x in self.links if Interest.MWI in x.interest]
+        self._presence = [x for x in self.links if Interest.PRESENCE in x.interest]
         if not self._slots:
             self._slot_cache.clear()
 
@@ -90,6 +96,16 @@ class Fanout:
         if self._mwi and r.origin != self.eid:
             for link in self._mwi:
                 link.remote_mwi(r.mailbox, r.new, r.old, r.origin)
+
+    def presence(self, change: PresenceChange) -> None:
+        for listener in self.listeners:
+            told = getattr(listener, "on_presence", None)
+            if told is not None:
+                told(change)
+        r = change.record
+        if self._presence and r.origin != self.eid:
+            for link in self._presence:
+                link.remote_presence(r.presentity, r.state, r.subtype, r.message, r.origin)
 
     def members(self, members: list[MemberInfo]) -> None:
         for listener in self.listeners:
@@ -149,6 +165,7 @@ def make_listener(
     on_remote_device: Callable[[str, DeviceState], None] | None = None,
     on_mwi: Callable[[MwiChange], None] | None = None,
     on_members: Callable[[list[MemberInfo]], None] | None = None,
+    on_presence: Callable[[PresenceChange], None] | None = None,
 ) -> NodeListener:
     """A listener from plain callables (any may be omitted)."""
 
@@ -172,5 +189,9 @@ def make_listener(
         def on_members(self, members: list[MemberInfo]) -> None:
             if on_members:
                 on_members(members)
+
+        def on_presence(self, change: PresenceChange) -> None:
+            if on_presence:
+                on_presence(change)
 
     return _Listener()

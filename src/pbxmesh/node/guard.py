@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..wire.frame import DeviceItem, Frame, MwiItem
+from ..wire.frame import DeviceItem, Frame, MwiItem, PresenceItem
 
 __all__ = ["FrameGuard"]
 
@@ -24,11 +24,13 @@ class FrameGuard(Protocol):
 
     def seal(self, data: bytes) -> bytes: ...
 
-    def check(self, frame: Frame, data: bytes) -> tuple[DeviceItem | MwiItem, ...]: ...
+    def check(
+        self, frame: Frame, data: bytes
+    ) -> tuple[DeviceItem | MwiItem | PresenceItem, ...]: ...
 
     def flush(self) -> None: ...
 
-    def refuses(self, item: DeviceItem | MwiItem) -> str | None:
+    def refuses(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
         """Why the other nodes would drop ``item`` from this node (None: they accept it)."""
         ...
 

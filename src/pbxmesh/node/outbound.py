@@ -7,6 +7,8 @@ state for a device (or counts for a mailbox) replaces the queued one and goes to
 the line, so a flapping device costs one item however fast it flaps (memberlist's
 ``Broadcast.Invalidates``). A single sender task drains the queue in batches: one CHANGES frame
 per channel that publishes the item's kind, at most :meth:`Outbound.items_per_frame` items each.
+Presence items go in CHANGES frames of their own (a node older than presence rejects those
+frames only, and keeps taking device states and MWI).
 
 Pacing: after a frame is sent the sender waits ``frame_interval`` before the next, and changes
 that arrive meanwhile share it. A change after a quiet spell goes at once; under load frames
@@ -28,7 +30,7 @@ from ..clock import HybridClock
 from ..errors import PbxmeshError
 from ..transport.base import Transport
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem
+from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
 from .config import NodeConfig
 from .guard import FrameGuard
 from .stats import NodeStats, count
@@ -37,7 +39,7 @@ __all__ = ["Outbound"]
 
 log = logging.getLogger(__name__)
 
-Item = DeviceItem | MwiItem
+Item = DeviceItem | MwiItem | PresenceItem
 
 
 class Outbound:
@@ -93,17 +95,19 @@ class Outbound:
             try:
                 for channel in self.config.channels:
                     items = tuple(i for i in batch if _kind(i) in channel.publish)
-                    if items:
+                    older = tuple(i for i in items if type(i) is not PresenceItem)
+                    presence = tuple(i for i in items if type(i) is PresenceItem)
+                    for chunk in _chunks(older, limit) + _chunks(presence, self.presence_limit()):
                         await self.send_frame(
                             Frame(
                                 type=FrameType.CHANGES,
                                 origin=self.config.eid,
                                 seq=0,
                                 channel=channel.name,
-                                items=items,
+                                items=chunk,
                             )
                         )
-                        count(self.stats.changes_out, channel.name, len(items))
+                        count(self.stats.changes_out, channel.name, len(chunk))
             except BaseException:
                 for item in batch:  # put back what was not sent, unless superseded meanwhile
                     self.queue.setdefault(_queue_key(item), item)
@@ -112,6 +116,11 @@ class Outbound:
     def items_per_frame(self) -> int:
         # An item is at most 1 + 1 + 255 + 16 bytes (MWI); keep under the message size.
         by_size = max(1, (self.transport.max_message_size - 512) // 273)
+        return max(1, min(self.config.max_items_per_frame, by_size))
+
+    def presence_limit(self) -> int:
+        """Presence items per frame: each is at most 1 + 1 + 79 + 9 + 1 + 255 + 1 + 255."""
+        by_size = max(1, (self.transport.max_message_size - 512) // 602)
         return max(1, min(self.config.max_items_per_frame, by_size))
 
     async def send_frame(self, f: Frame) -> None:
@@ -128,8 +137,19 @@ class Outbound:
 
 
 def _queue_key(item: Item) -> tuple[int, str]:
-    return (1, item.device) if isinstance(item, DeviceItem) else (2, item.mailbox)
+    if type(item) is DeviceItem:
+        return (1, item.device)
+    if type(item) is MwiItem:
+        return (2, item.mailbox)
+    assert isinstance(item, PresenceItem)
+    return (3, item.presentity)
 
 
 def _kind(item: Item) -> str:
-    return "device_state" if isinstance(item, DeviceItem) else "mwi"
+    if type(item) is DeviceItem:
+        return "device_state"
+    return "mwi" if type(item) is MwiItem else "presence_state"
+
+
+def _chunks(items: tuple[Item, ...], limit: int) -> list[tuple[Item, ...]]:
+    return [items[i : i + limit] for i in range(0, len(items), limit)]

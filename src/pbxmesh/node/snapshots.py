@@ -8,7 +8,10 @@ what that channel publishes (``kinds``: devices, MWI or both), split into ``part
 transport's message size. Every part carries the same ``as_of`` version, taken from the clock
 before the slots were read.
 
-A receiver gathers the parts per ``(origin, channel)``. A part of a newer snapshot (higher
+Presence travels in a snapshot of its own per channel (``kinds`` = presence only), sent after
+the devices' and mailboxes' one, so that a node older than presence rejects only that one.
+
+A receiver gathers the parts per ``(origin, channel, kinds)``. A part of a newer snapshot (higher
 ``as_of``) discards the parts gathered so far; a part of an older one is ignored. Once every
 part is in, the node merges the whole with ``DeviceStore.merge_snapshot(complete_as_of=as_of)``,
 which also retracts the slots the origin no longer has and ignores later-arriving changes
@@ -20,15 +23,16 @@ from __future__ import annotations
 
 from ..clock import HybridClock
 from ..eid import EID
+from ..presence import PresenceStore
 from ..store import DeviceStore, MwiStore
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem
+from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
 from .config import ChannelConfig
 from .outbound import Outbound
 
 __all__ = ["SnapshotGatherer", "send_snapshots"]
 
-Item = DeviceItem | MwiItem
+Item = DeviceItem | MwiItem | PresenceItem
 
 
 async def send_snapshots(
@@ -38,11 +42,16 @@ async def send_snapshots(
     devices: DeviceStore,
     mwi: MwiStore,
     channels: list[ChannelConfig],
+    presence: PresenceStore | None = None,
 ) -> None:
     """Send a complete snapshot of origin ``eid`` on every channel that publishes something."""
     as_of = clock.tick()
     own_devices = [DeviceItem(d, int(s), v) for d, s, v in devices.snapshot(eid)]
     own_mwi = [MwiItem(r.mailbox, r.new, r.old, r.version) for r in mwi.written_by(eid)]
+    own_presence: list[Item] = [
+        PresenceItem(r.presentity, int(r.state), r.subtype, r.message, r.version)
+        for r in (presence.written_by(eid) if presence is not None else ())
+    ]
     limit = out.items_per_frame()
     for channel in channels:
         items: list[Item] = []
@@ -53,35 +62,44 @@ async def send_snapshots(
         if "mwi" in channel.publish:
             items += own_mwi
             kinds |= wire.SNAP_MWI
-        if not kinds:
-            continue
-        chunks = [items[i : i + limit] for i in range(0, len(items), limit)] or [[]]
-        for part, chunk in enumerate(chunks):
-            await out.send_frame(
-                Frame(
-                    type=FrameType.SNAPSHOT,
-                    origin=eid,
-                    seq=0,
-                    channel=channel.name,
-                    items=tuple(chunk),
-                    as_of=as_of,
-                    part=part,
-                    parts=len(chunks),
-                    kinds=kinds,
-                )
+        if kinds:
+            await _send_parts(out, eid, channel.name, as_of, kinds, items, limit)
+        if "presence_state" in channel.publish and presence is not None:
+            per_frame = out.presence_limit()
+            only = wire.SNAP_PRESENCE
+            await _send_parts(out, eid, channel.name, as_of, only, own_presence, per_frame)
+
+
+async def _send_parts(
+    out: Outbound, eid: EID, channel: str, as_of: int, kinds: int, items: list[Item], limit: int
+) -> None:
+    chunks = [items[i : i + limit] for i in range(0, len(items), limit)] or [[]]
+    for part, chunk in enumerate(chunks):
+        await out.send_frame(
+            Frame(
+                type=FrameType.SNAPSHOT,
+                origin=eid,
+                seq=0,
+                channel=channel,
+                items=tuple(chunk),
+                as_of=as_of,
+                part=part,
+                parts=len(chunks),
+                kinds=kinds,
             )
+        )
 
 
 class SnapshotGatherer:
     """Collects the parts of other origins' snapshots until each is whole."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[EID, str], tuple[int, dict[int, Frame]]] = {}
+        self._pending: dict[tuple[EID, str, int], tuple[int, dict[int, Frame]]] = {}
 
     def add(self, f: Frame, items: tuple[Item, ...]) -> list[Item] | None:
         """Take one part (``items``: those the guard kept); the whole snapshot's items once
         every part is in, else None."""
-        key = (f.origin, f.channel)
+        key = (f.origin, f.channel, f.kinds)
         as_of, parts = self._pending.get(key, (f.as_of, {}))
         if f.as_of != as_of:
             if f.as_of < as_of:

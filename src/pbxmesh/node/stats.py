@@ -21,6 +21,7 @@ class NodeStats:
     last_resync_seconds: float = 0.0
     link_up: bool = False
     link_changes: int = 0
+    presence_changes: int = 0  # presentities whose value changed here (any origin)
 
 
 def count(d: dict[str, int], key: str, n: int = 1) -> None:

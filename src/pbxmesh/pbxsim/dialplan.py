@@ -102,21 +102,32 @@ def format_hint_line(hint: Hint, state_text: str, presence: str = "not_set") -> 
     )
 
 
-def format_show_hints(rows: list[tuple[Hint, str]]) -> str:
-    """``core show hints`` given each hint with its extension-state text."""
+def format_show_hints(rows: list[tuple[Hint, str]], presence: dict[str, str] | None = None) -> str:
+    """``core show hints`` given each hint with its extension-state text (and presence text
+    by ``exten@context``; ``not_set`` when not given)."""
     if not rows:
         return "There are no registered dialplan hints\n"
+    shown = presence or {}
     text = "\n    -= Registered Asterisk Dial Plan Hints =-\n"
-    text += "".join(format_hint_line(hint, state) for hint, state in rows)
+    text += "".join(
+        format_hint_line(hint, state, shown.get(hint.key, "not_set")) for hint, state in rows
+    )
     return text + "----------------\n" + f"- {len(rows)} hints registered\n"
 
 
-def format_show_hint(rows: list[tuple[Hint, str]], prefix: str) -> str:
+def format_show_hint(
+    rows: list[tuple[Hint, str]], prefix: str, presence: dict[str, str] | None = None
+) -> str:
     """``core show hint PREFIX``: case-insensitive prefix match on ``exten@context``."""
     if not rows:
         return "There are no registered dialplan hints\n"
     low = prefix.lower()
-    lines = [format_hint_line(h, s) for h, s in rows if h.key.lower().startswith(low)]
+    shown = presence or {}
+    lines = [
+        format_hint_line(h, s, shown.get(h.key, "not_set"))
+        for h, s in rows
+        if h.key.lower().startswith(low)
+    ]
     if not lines:
         return f"No hints matching extension {prefix}\n"
     plural = "s" if len(lines) != 1 else ""

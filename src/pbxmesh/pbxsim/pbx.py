@@ -20,6 +20,8 @@ This models the handful of Asterisk modules pbxmesh talks to, with the rules of 
   with string counts. Each update raises ``MessageWaiting`` (no de-duplication); ``Waiting``
   comes from this provider (1 when the stored new count is above 0). A delete of a mailbox with
   non-zero counts raises a 0/0 ``MessageWaiting`` first.
+* **func_presencestate, res_manager_presencestate** — ``presence.py`` beside this file (AstDB
+  family ``CustomPresence``), unless the PBX is made with ``presence=False`` (neither loaded).
 
 AstDB lives in ``<state-dir>/astdb.json`` (rewritten atomically after every change). The model
 is synchronous and I/O free apart from that file; it reports events to ``listeners``.
@@ -49,6 +51,7 @@ from .dialplan import (
     format_show_hint,
     format_show_hints,
 )
+from .presence import PRESENCE_FAMILY, SimPresence
 
 __all__ = ["MAX_DEVICE_NAME", "SimPbx", "devstate_val", "ere_to_python"]
 
@@ -142,6 +145,7 @@ class SimPbx:
         hints: list[Hint],
         state_dir: Path | None = None,
         voicemail: dict[str, tuple[int, int]] | None = None,
+        presence: bool = True,
     ) -> None:
         self.hints = hints
         #: app_voicemail's mailboxes (``box@context`` -> new, old) when the PBX runs it; then
@@ -161,7 +165,11 @@ class SimPbx:
         for hint in hints:
             for device in dict.fromkeys(hint_devices(hint.app)):
                 self._hints_of.setdefault(device, []).append(hint)
+        #: func_presencestate and res_manager_presencestate, when loaded
+        self.presence = SimPresence(hints, self._emit, self._save) if presence else None
         self._load()
+        if self.presence is not None:
+            self.presence.start()
         for key, value in sorted(self.custom_db.items()):
             self._publish_device("Custom:" + key.rsplit("/", 1)[-1], devstate_val(value))
         for hint in self.hints:
@@ -179,6 +187,9 @@ class SimPbx:
                 new = _strtoul32(str(obj.get("msgs_new", "0"))) or 0
                 old = _strtoul32(str(obj.get("msgs_old", "0"))) or 0
                 self.mwi_db[str(box)] = (new, old)
+            if self.presence is not None:
+                found = data.get(PRESENCE_FAMILY, {})
+                self.presence.db = {str(k): str(v) for k, v in found.items()}
         except (OSError, ValueError, AttributeError) as exc:
             raise ConfigError(
                 f"simulator state file {self._db_path} is unreadable ({exc}); fix or delete it"
@@ -201,6 +212,7 @@ class SimPbx:
                 box: {"msgs_new": str(new), "msgs_old": str(old)}
                 for box, (new, old) in sorted(self.mwi_db.items())
             },
+            PRESENCE_FAMILY: self.presence.db if self.presence is not None else {},
         }
         self._db_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._db_path.with_suffix(".tmp")
@@ -277,6 +289,12 @@ class SimPbx:
 
     def hint_rows(self) -> list[tuple[Hint, str]]:
         return [(h, ExtensionState(self._hint_values[h.key]).text) for h in self.hints]
+
+    def hint_presence(self) -> dict[str, str]:
+        """Each hint's presence as ``core show hints`` prints it (``exten@context`` -> text)."""
+        if self.presence is None:
+            return {}
+        return {h.key: self.presence.hint_text(h) for h in self.hints}
 
     # -- MWI (res_mwi_external) ----------------------------------------------------------------
 
@@ -360,11 +378,11 @@ class SimPbx:
         args = line.split()
         low = [a.lower() for a in args]
         if low[:3] == ["core", "show", "hints"] and len(args) == 3:
-            return True, format_show_hints(self.hint_rows())
+            return True, format_show_hints(self.hint_rows(), self.hint_presence())
         if low[:3] == ["core", "show", "hint"]:
             if len(args) < 4:
                 return False, _SHOW_HINT_USAGE
-            return True, format_show_hint(self.hint_rows(), args[3])
+            return True, format_show_hint(self.hint_rows(), args[3], self.hint_presence())
         if low[:2] == ["devstate", "list"]:
             if len(args) != 2:
                 return False, _DEVSTATE_LIST_USAGE

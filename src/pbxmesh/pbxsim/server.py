@@ -34,6 +34,7 @@ from ..states import extension_state_text
 from ..tasks import cancel_and_wait
 from .dialplan import output_lines
 from .pbx import SimPbx, ere_to_python
+from .presence import escape_c, state_str
 
 __all__ = ["AMI_VERSION", "SimServer"]
 
@@ -165,7 +166,10 @@ class SimServer:
             "mailboxstatus": self._mailbox_status,
             "command": self._command,
             "filter": self._filter,
+            "presencestate": self._presence_state,
         }
+        if pbx.presence is not None:  # res_manager_presencestate
+            self._actions["presencestatelist"] = self._presence_state_list
         # app_voicemail and res_mwi_external cannot both load: one set of actions or the other.
         mwi_external = ("mwiupdate", "mwiget", "mwidelete")
         voicemail = {
@@ -388,6 +392,8 @@ class SimServer:
         value = ""
         if (device := _func_arg(variable, "DEVICE_STATE")) is not None:
             value = self.pbx.device_state(device).name
+        elif (args := _func_arg(variable, "PRESENCE_STATE")) is not None:
+            value = self.pbx.presence.read_function(args) if self.pbx.presence else ""
         elif (hint := _func_arg(variable, "HINT")) is not None:
             exten, _, context = hint.split(",", 1)[0].partition("@")
             found, _ = self.pbx.extension_state(exten, context or "default")
@@ -423,6 +429,9 @@ class SimServer:
         value = action.get("Value") or ""
         if (device := _func_arg(variable, "DEVICE_STATE")) is not None:
             if not self.pbx.set_custom(device, value):
+                return _error(action, "Variable not set")
+        elif (data := _func_arg(variable, "PRESENCE_STATE")) is not None and self.pbx.presence:
+            if not self.pbx.presence.write(data, value):
                 return _error(action, "Variable not set")
         elif variable.endswith(")"):
             return _error(action, "Variable not set")
@@ -495,6 +504,45 @@ class SimServer:
         hint, value = self.pbx.extension_state(exten, context)
         fields = self._status_fields(hint.app if hint else "", exten, context, value)
         return _answer(action, "Success", ("Message", "Extension Status"), *fields)
+
+    def _presence_state(self, session: _Session, action: Action) -> Response:
+        provider = action.get("Provider") or ""
+        if not provider:
+            return _error(action, "No provider specified")
+        presence = self.pbx.presence
+        state, subtype, message = presence.read(provider) if presence else (-1, "", "")
+        if state < 0:
+            return _error(action, f"Invalid provider {provider} or provider in invalid state")
+        fields: list[tuple[str, object]] = [
+            ("Message", "Presence State"),
+            ("State", state_str(state)),
+        ]
+        if subtype:
+            fields.append(("Subtype", subtype))
+        if message:  # Asterisk repeats it: a deprecated second Message, then PresenceMessage
+            fields += [("Message", message), ("PresenceMessage", message)]
+        return _answer(action, "Success", *fields)
+
+    def _presence_state_list(self, session: _Session, action: Action) -> None:
+        assert self.pbx.presence is not None
+        items = [
+            self._item(
+                action,
+                "PresenceStateChange",
+                ("Presentity", provider),
+                ("Status", state_str(state)),
+                ("Subtype", escape_c(subtype)),
+                ("Message", escape_c(message)),
+            )
+            for provider, (state, subtype, message) in self.pbx.presence.cache.items()
+        ]
+        self._list(
+            session,
+            action,
+            "Presence State Changes will follow",
+            "PresenceStateListComplete",
+            items,
+        )
 
     def _mwi_update(self, session: _Session, action: Action) -> Response:
         mailbox = action.get("Mailbox") or ""

@@ -45,7 +45,8 @@ function setFilter() {
 }
 
 // ---- rendering, coalesced to one animation frame (paused while the tab is hidden)
-const want = {names: false, grid: false, detail: false, mwi: false};
+const want = {names: false, grid: false, detail: false, mwi: false, presence: false};
+const presence = new Map();  // presentity -> {state, subtype, message, origin, origin_name}
 let frame = 0;
 function schedule() { if (!frame) frame = requestAnimationFrame(flush); }
 function flush() {
@@ -59,6 +60,7 @@ function flush() {
   if (want.grid) { want.grid = false; render(); }
   if (want.detail) { want.detail = false; showDetail(); }
   if (want.mwi) { want.mwi = false; renderMwi(); }
+  if (want.presence) { want.presence = false; renderPresence(); }
 }
 function perRow() {
   const w = $("grid").clientWidth || 800;
@@ -174,6 +176,19 @@ function renderMwi() {
     '<span class="muted">no mailbox yet</span>';
 }
 
+function renderPresence() {
+  const list = [...presence.values()].sort((a, b) => collator.compare(a.presentity, b.presentity));
+  const set = list.filter((p) => p.state !== "not_set" && p.state !== "available").length;
+  $("prescount").textContent = `(${set} not available of ${list.length})`;
+  $("presence").innerHTML = list.slice(0, MWI_MAX).map((p) => {
+    const st = esc(p.state), text = [p.subtype, p.message].filter((t) => t).join(" — ");
+    return `<div class="pres ${st}" role="listitem" data-presentity="${esc(p.presentity)}" title="last written by ${esc(p.origin_name || p.origin)}">` +
+      `<span class="dot" aria-hidden="true"></span><span class="who">${esc(p.presentity.replace(/^CustomPresence:/, ""))}</span>` +
+      `<b class="state">${st}</b><span class="msg">${esc(text)}</span></div>`;
+  }).join("") + (list.length > MWI_MAX ? `<div class="muted">… and ${list.length - MWI_MAX} more</div>` : "") ||
+    '<span class="muted">no presence yet</span>';
+}
+
 // ---- the stream: a snapshot, then changes; a tick every second proves it is alive
 let es = null, lastMsg = 0, backoff = 1000, retry = 0;
 function setLive(ok, why) {
@@ -192,8 +207,10 @@ function onSnapshot(s) {
   for (const d of s.devices) devices.set(d.device, {state: d.state, origins: d.origins});
   mailboxes.clear();
   for (const m of s.mwi) mailboxes.set(m.mailbox, m);
+  presence.clear();
+  for (const p of s.presence || []) presence.set(p.presentity, p);
   renderMembers(s);
-  want.names = want.detail = want.mwi = true; schedule();
+  want.names = want.detail = want.mwi = want.presence = true; schedule();
 }
 function onDevice(d) {
   const known = devices.has(d.device);
@@ -211,6 +228,7 @@ function connect() {
   on("snapshot", (s) => { backoff = 1000; setLive(true); onSnapshot(s); });
   on("device", onDevice);
   on("mwi", (m) => { if (m.removed) mailboxes.delete(m.mailbox); else mailboxes.set(m.mailbox, m); want.mwi = true; schedule(); });
+  on("presence", (p) => { if (p.removed) presence.delete(p.presentity); else presence.set(p.presentity, p); want.presence = true; schedule(); });
   on("members", renderMembers);
   on("tick", (t) => {
     $("rate").textContent = t.last_second; $("avg").textContent = t.rate.toFixed(1);

@@ -25,14 +25,18 @@ Bodies::
     HEARTBEAT     interval_ms:u32
     LEAVE         (empty): the origin leaves cleanly
 
-    item = kind:u8 (1 device, 2 mwi)
-      device:  name_len:u8 name  state:u8  version:u64
-      mwi:     id_len:u8 "mailbox@context"  new:u32  old:u32  version:u64
+    item = kind:u8 (1 device, 2 mwi, 3 presence)
+      device:   name_len:u8 name  state:u8  version:u64
+      mwi:      id_len:u8 "mailbox@context"  new:u32  old:u32  version:u64
+      presence: id_len:u8 "CustomPresence:NAME"  state:u8  version:u64
+                subtype_len:u8 subtype  message_len:u8 message
 
 A SNAPSHOT is an origin's complete state at version ``as_of`` for the item kinds in ``kinds``
-(bit 0 device states, bit 1 MWI), split in ``parts`` frames that a receiver gathers before
-merging (``store.merge_snapshot``). Frame types and item kinds are
-append-only. The codec is sans-IO and never raises anything but RemoteProtocolError on decode.
+(bit 0 device states, bit 1 MWI, bit 2 presence), split in ``parts`` frames that a receiver
+gathers before merging (``store.merge_snapshot``). Frame types and item kinds are
+append-only. Presence (kind 3, snapshot bit 2) came after the first release: a sender puts it in
+frames of its own, so that a node that does not know it rejects only those frames. The codec
+is sans-IO and never raises anything but RemoteProtocolError on decode.
 Signing is not done here: :func:`encode` can leave room for a signature computed over
 :func:`signed_part` by the security layer, and :func:`decode` returns the signature it found.
 """
@@ -47,16 +51,19 @@ from typing import Final
 
 from ..eid import EID
 from ..errors import LocalProtocolError, RemoteProtocolError, StateError
+from ..presence import PROVIDER, check_presence_text, check_presentity
 
 __all__ = [
     "SIGNATURE_SIZE",
     "SNAP_DEVICES",
     "SNAP_MWI",
+    "SNAP_PRESENCE",
     "WIRE_VERSION",
     "DeviceItem",
     "Frame",
     "FrameType",
     "MwiItem",
+    "PresenceItem",
     "decode",
     "encode",
     "signed_part",
@@ -83,12 +90,15 @@ class FrameType(enum.IntEnum):
 
 KIND_DEVICE: Final = 1
 KIND_MWI: Final = 2
+KIND_PRESENCE: Final = 3
 SNAP_DEVICES: Final = 0x01
 SNAP_MWI: Final = 0x02
+SNAP_PRESENCE: Final = 0x04
 
 _HEADER: Final = struct.Struct(">2sBBBBI6sQ")  # 24 bytes
 _DEVICE_TAIL: Final = struct.Struct(">BQ")
 _MWI_TAIL: Final = struct.Struct(">IIQ")
+_PRESENCE_HEAD: Final = struct.Struct(">BQ")  # state, version; then two short strings
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
 _SNAP: Final = struct.Struct(">QHHB")
@@ -144,7 +154,29 @@ class MwiItem:
         _check_name("mailbox", self.mailbox)
 
 
-Item = DeviceItem | MwiItem
+@dataclass(frozen=True, slots=True)
+class PresenceItem:
+    """The presence of one ``CustomPresence:NAME``, at a version (``presence.py`` says what a
+    name, subtype and message may hold; a peer's frame breaking those rules is rejected)."""
+
+    presentity: str
+    state: int
+    subtype: str
+    message: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.state <= 6:
+            raise StateError(f"presence state {self.state} is outside 0..6")
+        if not 0 <= self.version <= _MAX_U64:
+            raise StateError(f"version {self.version} does not fit in 64 bits")
+        if check_presentity(self.presentity) != self.presentity:
+            raise StateError(f"presentity {self.presentity!r} is not spelt {PROVIDER}NAME")
+        check_presence_text("subtype", self.subtype)
+        check_presence_text("message", self.message)
+
+
+Item = DeviceItem | MwiItem | PresenceItem
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +203,7 @@ class Frame:
             raise StateError(f"node name {self.name!r} is longer than {MAX_NAME} bytes")
         if len(self.channel.encode("utf-8")) > MAX_NAME:
             raise StateError(f"channel name {self.channel!r} is longer than {MAX_NAME} bytes")
-        if not 0 <= self.kinds <= 3:
+        if not 0 <= self.kinds <= 7:
             raise StateError(f"snapshot kinds {self.kinds} is not valid")
         if len(self.items) > MAX_ITEMS:
             raise StateError(f"a frame carries at most {MAX_ITEMS} items")
@@ -198,11 +230,17 @@ def _encode_items(items: tuple[Item, ...], out: list[bytes]) -> None:
             out.append(b"\x01")
             out.append(_short_str(item.device, "device name"))
             out.append(_DEVICE_TAIL.pack(item.state, item.version))
-        else:
-            assert isinstance(item, MwiItem)
+        elif type(item) is MwiItem:
             out.append(b"\x02")
             out.append(_short_str(item.mailbox, "mailbox"))
             out.append(_MWI_TAIL.pack(item.new, item.old, item.version))
+        else:
+            assert isinstance(item, PresenceItem)
+            out.append(b"\x03")
+            out.append(_short_str(item.presentity, "presentity"))
+            out.append(_PRESENCE_HEAD.pack(item.state, item.version))
+            out.append(_short_str(item.subtype, "presence subtype"))
+            out.append(_short_str(item.message, "presence message"))
 
 
 def encode(frame: Frame, *, signed: bool = False) -> bytes:
@@ -289,6 +327,11 @@ def _decode_items(r: _Reader) -> tuple[Item, ...]:
             tail = 9
         elif kind == KIND_MWI:
             tail = 16
+        elif kind == KIND_PRESENCE:
+            r.off = off - 2
+            append(_decode_presence(r, i))
+            off = r.off
+            continue
         else:
             raise RemoteProtocolError(f"item {i} has unknown kind {kind}")
         if off + n + tail > end:
@@ -307,6 +350,16 @@ def _decode_items(r: _Reader) -> tuple[Item, ...]:
         off += tail
     r.off = off
     return tuple(items)
+
+
+def _decode_presence(r: _Reader, i: int) -> PresenceItem:
+    # Off the hot path (presence changes are few): the plain reader, field by field.
+    r.take(1, f"item {i}")
+    presentity = r.short_str(f"the name of item {i}")
+    state, version = r.unpack(_PRESENCE_HEAD, f"item {i}")
+    subtype = r.short_str(f"the subtype of item {i}")
+    message = r.short_str(f"the message of item {i}")
+    return PresenceItem(presentity, state, subtype, message, version)
 
 
 def decode(data: bytes) -> Frame:

@@ -41,6 +41,13 @@ report the mailboxes that are not our own copies. A change event seen while a li
 read wins over that list's item (it is newer).
 
 Mailbox ids without ``@context`` are reported as ``box@default`` (Corosync does the same).
+
+**Presence** (``Interest.PRESENCE``, ``presence.py`` beside this file): ``PresenceStateChange``
+events and ``PresenceStateList`` at resync report this server's presentities; remote ones are
+written with ``Setvar PRESENCE_STATE(CustomPresence:NAME)=state,B64,B64,e`` through the same
+writer, after device states and MWI; echoes of those writes are swallowed. It needs
+``func_presencestate`` and ``res_manager_presencestate``; without them it is said once and
+skipped.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from typing import Final
 
 from ...eid import EID
 from ...errors import AmiActionError, AmiError, ConfigError, PbxmeshError, StateError
+from ...presence import PresenceState
 from ...states import DeviceState, parse_state
 from ...store import normalize_mailbox
 from ...tasks import cancel_and_wait
@@ -63,6 +71,7 @@ from ..base import Hint, Interest, Link, LinkPort, LinkStatus
 from .client import AmiClient, AmiConfig
 from .codec import Action, Event
 from .counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE, counterpart_name
+from .presence import PresenceMirror
 
 __all__ = ["AmiLink", "AmiLinkConfig"]
 
@@ -70,7 +79,7 @@ log = logging.getLogger(__name__)
 
 _UNKNOWN_COMMAND: Final = "invalid/unknown command"
 #: The asynchronous events the link reads; Asterisk may drop every other one for us.
-EVENTS: Final = ("DeviceStateChange", "MessageWaiting")
+EVENTS: Final = ("DeviceStateChange", "MessageWaiting", "PresenceStateChange")
 #: Most counterpart writes (Setvar) in flight at once.
 WRITE_WINDOW: Final = 64
 
@@ -90,6 +99,11 @@ class AmiLinkConfig:
     # fnmatch patterns of mailbox@context ids shared in both directions, and exclusions.
     mwi_include: tuple[str, ...] = ("*",)
     mwi_exclude: tuple[str, ...] = ()
+    # Share CustomPresence: presence (needs func_presencestate and res_manager_presencestate),
+    # and fnmatch patterns of the presentities ("CustomPresence:alice") shared, and exclusions.
+    share_presence: bool = True
+    presence_include: tuple[str, ...] = ("*",)
+    presence_exclude: tuple[str, ...] = ()
     # Seconds Asterisk may stay unreachable before this server's device states stop counting
     # in the cluster (LinkPort.withdraw). Longer rides out a slow Asterisk restart with the
     # old lamps lit; shorter clears a dead PBX's lamps sooner.
@@ -128,7 +142,7 @@ class AmiLink(Link):
     """Links one Asterisk to the node over AMI; see the module docstring."""
 
     kind = "ami"
-    interest = Interest.REMOTE_DEVICES | Interest.MWI
+    interest = Interest.REMOTE_DEVICES | Interest.MWI | Interest.PRESENCE
 
     def __init__(self, ami: AmiConfig, config: AmiLinkConfig | None = None) -> None:
         self.port: LinkPort | None = None  # given by the node at start
@@ -149,6 +163,11 @@ class AmiLink(Link):
         self._written: dict[str, DeviceState] = {}
         self._owners: dict[str, str] = {}
         self._mwi_echo: dict[str, deque[tuple[int, int]]] = {}
+        self.presence = PresenceMirror(
+            self.config.presence_include,
+            self.config.presence_exclude,
+            self.config.share_presence,
+        )
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._writing = False
@@ -192,16 +211,17 @@ class AmiLink(Link):
             connected=client.connected,
             resyncs=self.resyncs,
             reconnects=max(0, client.connections - 1),
-            published=self.published,
+            published=self.published + self.presence.published,
             queue_depth=self.queue_depth,
             protocol_errors=client.protocol_errors,
             dropped_events=client.dropped_events,
             extra={
-                "echoes": self.echoes,
+                "echoes": self.echoes + self.presence.echoes,
                 "skipped": self.skipped,
                 "withdrawals": self.withdrawals,
                 "voicemail": self.voicemail,
                 "mwi_not_shown": len(self.mwi_not_shown),
+                "presence": self.presence.enabled and self.presence.available,
             },
         )
 
@@ -235,10 +255,16 @@ class AmiLink(Link):
     @property
     def queue_depth(self) -> int:
         """Remote states and MWI waiting to be written to Asterisk (superseded by name)."""
-        return len(self._dirty_devices) + len(self._dirty_mwi)
+        return len(self._dirty_devices) + len(self._dirty_mwi) + len(self.presence.dirty)
 
     def _busy(self) -> bool:
-        return bool(self._dirty_devices or self._dirty_mwi or self._syncing or self._writing)
+        return bool(
+            self._dirty_devices
+            or self._dirty_mwi
+            or self.presence.dirty
+            or self._syncing
+            or self._writing
+        )
 
     async def wait_idle(self) -> None:
         """Wait until no resync runs and every queued remote write was sent (needs a link)."""
@@ -292,6 +318,13 @@ class AmiLink(Link):
             self._dirty_mwi[mailbox] = (new, old)
             self._wake.set()
 
+    def remote_presence(
+        self, presentity: str, state: PresenceState, subtype: str, message: str, writer: EID
+    ) -> None:
+        """Another server wrote the presence of ``presentity`` last."""
+        if self.presence.remote(presentity, (state, subtype, message)):
+            self._wake.set()
+
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
@@ -312,6 +345,10 @@ class AmiLink(Link):
                 while self._dirty_mwi and not self._syncing:
                     box = next(iter(self._dirty_mwi))
                     await self._write_mwi(box, *self._dirty_mwi.pop(box))
+                dirty = self.presence.dirty
+                while dirty and not self._syncing:
+                    name = next(iter(dirty))
+                    await self.presence.write(self.client, name, dirty.pop(name))
             except AmiError as exc:
                 log.debug("remote write interrupted error=%s", exc)
             except PbxmeshError as exc:  # e.g. a name AMI cannot carry: never end the writer
@@ -370,6 +407,26 @@ class AmiLink(Link):
             self._local_device(event.get("Device") or "", event.get("State") or "")
         elif event.name == "MessageWaiting":
             self._local_mwi(event.get("Mailbox") or "", event.get("New"), event.get("Old"))
+        elif event.name == "PresenceStateChange":
+            self._local_presence(event)
+
+    def _local_presence(self, event: Event, *, from_list: bool = False) -> None:
+        parsed = self.presence.parse(event)
+        if parsed is None:
+            return
+        presentity, value = parsed
+        if not from_list and self.presence.is_echo(presentity, value):
+            return
+        if not self.presence.shares(presentity):
+            return
+        if self._syncing:
+            key = "presence:" + presentity
+            if from_list and key in self._changed_during_sync:
+                return
+            if not from_list:
+                self._changed_during_sync.add(key)
+        port = self._port()
+        self.presence.report(port.presence, presentity, value)
 
     def _local_device(self, device: str, state_text: str, *, from_list: bool = False) -> None:
         if not device:
@@ -530,19 +587,37 @@ class AmiLink(Link):
                     continue
                 self._local_device(device, item.get("State") or "", from_list=True)
             mailboxes = await self._resync_mwi(client) if self.config.share_mwi else 0
+            presentities = await self._resync_presence(client)
         finally:
             self._syncing = False
             self._wake.set()
         self.resyncs += 1
         self._sync_done.set()
         log.info(
-            "AMI resync done peer=%s remote_devices=%d local_devices=%d stale=%d mailboxes=%d",
+            "AMI resync done peer=%s remote_devices=%d local_devices=%d stale=%d mailboxes=%d "
+            "presentities=%d",
             client.peer,
             len(expected),
             len(listing.items),
             stale,
             mailboxes,
+            presentities,
         )
+
+    async def _resync_presence(self, client: AmiClient) -> int:
+        """Remote presence written, then ``PresenceStateList`` read: what is not our own copy
+        of a remote value is this server's."""
+        if not self.presence.enabled:
+            return 0
+        remote = {p: (s, t, m) for p, (s, t, m, _) in self._port().remote_presence().items()}
+        written = await self.presence.resync_remote(client, remote)
+        items = await self.presence.read_local(client)
+        for item in items or ():
+            parsed = self.presence.parse(item)
+            if parsed is not None and written.get(parsed[0]) == parsed[1]:
+                continue  # our own copy of a remote presence
+            self._local_presence(item, from_list=True)
+        return len(items or ())
 
     async def _resync_mwi(self, client: AmiClient) -> int:
         """Remote counts written, then the local mailboxes read: through res_mwi_external_ami
