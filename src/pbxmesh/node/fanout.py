@@ -58,6 +58,7 @@ class Fanout:
         self._aggregate: list[Link] = []  # links wanting Interest.REMOTE_DEVICES
         self._slots: list[Link] = []  # links wanting Interest.ORIGIN_DEVICES
         self._mwi: list[Link] = []  # links wanting Interest.MWI
+        self._own: list[Link] = []  # links wanting Interest.OWN
         self._remote_cache: dict[str, DeviceState] = {}
         self._slot_cache: dict[tuple[EID, str], DeviceState] = {}
 
@@ -75,6 +76,7 @@ class Fanout:
         self._aggregate = [x for x in self.links if Interest.REMOTE_DEVICES in x.interest]
         self._slots = [x for x in self.links if Interest.ORIGIN_DEVICES in x.interest]
         self._mwi = [x for x in self.links if Interest.MWI in x.interest]
+        self._own = [x for x in self.links if Interest.OWN in x.interest]
         if not self._slots:
             self._slot_cache.clear()
 
@@ -90,6 +92,17 @@ class Fanout:
         if self._mwi and r.origin != self.eid:
             for link in self._mwi:
                 link.remote_mwi(r.mailbox, r.new, r.old, r.origin)
+
+    def own_device(self, device: str, state: DeviceState, part: str | None) -> None:
+        """This node asserted ``state`` directly (``part`` None) or through a link's part."""
+        if part is None:
+            for link in self._own:
+                link.own_device(device, state)
+
+    def own_mwi(self, mailbox: str, new: int, old: int, part: str | None) -> None:
+        if part is None:
+            for link in self._own:
+                link.own_mwi(mailbox, new, old)
 
     def members(self, members: list[MemberInfo]) -> None:
         for listener in self.listeners:
