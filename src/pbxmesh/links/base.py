@@ -143,6 +143,9 @@ class BridgePort(LinkPort, Protocol):
     def is_origin(self, eid: EID) -> bool:
         """True if ``eid`` is a pbxmesh node of the cluster (this one included)."""
 
+    def state_excluding(self, device: str, origins: frozenset[EID]) -> DeviceState:
+        """The aggregate of the slots of every origin but this node and ``origins``."""
+
 
 @dataclass(frozen=True, slots=True)
 class LinkStatus:

@@ -681,6 +681,9 @@ class _OwnPort:
     def is_origin(self, eid: EID) -> bool:
         return self._node.knows_origin(eid)
 
+    def state_excluding(self, device: str, origins: frozenset[EID]) -> DeviceState:
+        return self._node.devices.state_excluding_all(device, origins | {self._node.eid})
+
     def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
         node = self._node
         return {
