@@ -107,7 +107,7 @@ class SimRingAsterisk:
             await self.transport.send(frame)
 
     def _discovery(self) -> bytes:
-        return encode_event(AstClusterDiscovery(self.node_id, "10.0.0.%d" % self.node_id, self.eid))
+        return encode_event(AstClusterDiscovery(self.node_id, f"10.0.0.{self.node_id}", self.eid))
 
     def _dump(self) -> list[bytes]:
         out = [
