@@ -297,6 +297,7 @@ def _members(client: _Client, as_json: bool) -> int:
                         "self",
                         "joined_at",
                         "trusted",
+                        "kind",
                     )
                     if k in m
                 }
@@ -309,12 +310,15 @@ def _members(client: _Client, as_json: bool) -> int:
         [
             m["name"]
             + (" (this node)" if m["self"] else "")
+            + (" (Asterisk on the res_corosync ring)" if m.get("kind") == "asterisk" else "")
             + (" (UNTRUSTED: not in [security.peers])" if m.get("trusted") is False else ""),
             m["nodeid"] or "-",
             m["address"] or "-",
             m["eid"] or "-",
             "Yes" if m["member"] else "No",
-            datetime.datetime.fromtimestamp(m["joined_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+            datetime.datetime.fromtimestamp(m["joined_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            if m["joined_at"]
+            else "-",
         ]
         for m in members
     ]
