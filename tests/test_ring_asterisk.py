@@ -84,3 +84,86 @@ def test_the_second_site_and_the_ring_light_each_others_lamps(ring: Ring) -> Non
     # One origin for the ring in the mesh: the bridge; the site reported nothing of its own.
     slots = ring.site.devices("Custom:ringdev")[0]["origins"]
     assert slots == {ring.bridge.eid(): "RINGING"}
+
+
+def _own_state_saved(ring: Ring, device: str) -> bool:
+    path = ring.bridge.state_dir / "own-state.json"
+    return path.exists() and device in path.read_text()
+
+
+def test_a_killed_bridge_leaves_every_hint_and_comes_back(ring: Ring) -> None:
+    ring.ami(1, "Setvar", Variable="DEVICE_STATE(Custom:x)", Value="NOT_INUSE")
+    out = ring.cli(ring.bridge, "publish", "device_state", "Custom:x", "INUSE")
+    assert out.returncode == 0, out.stderr
+    ring.wait_hints("100", "InUse")
+    wait_until(lambda: _own_state_saved(ring, "Custom:x"), 10, "own state saved", 0.05)
+    ring.bridge.kill()
+    ring.wait_hints("100", "Idle")  # Asterisk 1's NOT_INUSE is all that is left
+    ring.bridge.start()
+    ring.wait_hints("100", "InUse")
+
+
+def test_a_restarted_ring_asterisk_gets_the_bridged_states_again(ring: Ring) -> None:
+    ring.wait_hints("100", "InUse")
+    ring.asterisks[3].restart()
+    ring.wait_hints("100", "InUse")  # the bridge's join dump; Asterisk 1 re-sends its own
+
+
+def test_corosync_restarted_under_the_bridge_is_rejoined(ring: Ring) -> None:
+    ring.wait_hints("100", "InUse")
+    ring.cluster.kill(4)
+    ring.wait_hints("100", "Idle")  # the ring saw the bridge's node go
+    ring.cluster.start(4)
+    ring.wait_hints("100", "InUse", within=30)
+    out = ring.cli(ring.bridge, "publish", "device_state", "Custom:x", "BUSY")
+    assert out.returncode == 0, out.stderr
+    ring.wait_hints("100", "Busy")
+    ring.ami(3, "Setvar", Variable="DEVICE_STATE(Custom:ringdev)", Value="ONHOLD")
+    wait_until(
+        lambda: devices(ring, "Custom:ringdev").get(ring_eid(3)) == "ONHOLD", 10, "learned", 0.05
+    )
+
+
+def test_the_link_refuses_a_corosync_node_that_runs_an_asterisk(ring: Ring) -> None:
+    """Placement: a bridge beside Asterisk 1 (corosync node 1) refuses to join the ring."""
+    from tests.harness.asterisk import free_port
+    from tests.harness.nodes import NodeProcess
+
+    ns1 = ring.cluster.netns(1)
+    node = NodeProcess("beside", ring.workdir / "beside", "ringplace", free_port(), netns=ns1)
+    node.write_config()
+    with node.config_path.open("a") as f:
+        f.write('[asterisk.ring]\ngroup = "asterisk"\n')
+    try:
+        with pytest.raises(Exception, match="exited at start"):
+            node.start(ready_timeout=20)
+        log = node.log_path.read_text()
+        assert "corosync node 1" in log and "Run the ring link on a corosync node of its own" in log
+    finally:
+        node.stop()
+    ring.wait_hints("100", "Busy")  # nobody's states were touched
+
+
+def test_an_asterisk_started_beside_the_bridge_is_flagged_and_its_leave_repaired(
+    ring: Ring,
+) -> None:
+    """Placement: an Asterisk joining on the bridge's own node is reported; when it goes, the
+    other Asterisks drop the bridge's states with it, and the bridge sends them again."""
+    from tests.harness.ring import _ring_asterisk
+
+    ring.wait_hints("100", "Busy")
+    beside = _ring_asterisk(ring.cluster, 4)
+    beside.write()
+    try:
+        beside.start()
+
+        def flagged() -> bool:
+            links = ring.bridge.status()["links"]
+            return any(link["extra"].get("colocated") for link in links)
+
+        wait_until(flagged, 10, "the bridge flags the Asterisk on its node", 0.05)
+    finally:
+        beside.stop()
+        beside.cleanup()
+    ring.wait_hints("100", "Busy")
+    assert "sending them again" in ring.bridge.log_path.read_text()

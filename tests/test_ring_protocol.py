@@ -149,3 +149,14 @@ def test_every_captured_frame_is_taken_without_complaint() -> None:
     assert p.malformed == 0 and p.received == len(frames)
     assert {peer.node_id for peer in p.asterisks()} <= {1, 2, 3, None}
     assert len(p.slots) >= 5
+
+
+def test_a_member_leaving_our_own_node_makes_us_announce_and_resend() -> None:
+    p = proto()
+    p.set_remote("Custom:x", S.INUSE)
+    fx = p.view([], [("4:555", 4)], "4:100")  # e.g. an Asterisk wrongly placed beside us
+    assert [type(decode_event(f)).__name__ for f in fx.send] == [
+        "AstClusterDiscovery",
+        "AstDeviceStateChange",
+    ]
+    assert fx.notes and fx.notes[0][0] == "warning"

@@ -16,7 +16,9 @@ announcement from a node id it does not know yet, so that a newcomer learns ever
 Asterisk forgets a node id when any member on it leaves, and then ignores nothing from it; we
 do the same, so a restarted Asterisk always hears our announcement again (without it, it could
 not clear our states when we leave). Every join, ours included, makes every member re-send its
-own cache: we re-send everything we offer.
+own cache: we re-send everything we offer. When another member on *our* corosync node leaves
+(an Asterisk wrongly placed beside the bridge), every Asterisk drops our states with it and
+forgets our node: we announce ourselves and re-send everything at once.
 
 **Learning the ring.** Each ring Asterisk's DEVICE_STATE_CHANGE goes to that Asterisk's slot
 (keyed by its EID) in a :class:`~pbxmesh.store.DeviceStore` of the ring's own; its aggregate
@@ -232,23 +234,27 @@ class RingProtocol:
         """A CPG configuration change: ``(member, corosync node id)`` that joined and left."""
         fx = Effects()
         joined_ids = [member for member, _ in joined]
+        repair = False
         for member, node in left:
             if node is not None:
                 self._known_nodes.discard(node)  # as Asterisk: it must announce itself again
             peer = self.peers.pop(member, None)
             if peer is not None:
                 fx.extend(self._drop_peer(peer))
-            elif node == self.node_id and member != self_member:
+            if node == self.node_id and member != self_member:
+                # Every Asterisk just dropped our states with it (it matches node ids only)
+                # and forgot our node: announce ourselves and send everything again.
+                repair = True
                 fx.notes.append(
                     (
                         "warning",
                         f"ring member {member} on this corosync node {self.node_id} left the "
-                        "group: every Asterisk dropped whatever it knew under this node id",
+                        "group: every Asterisk dropped our states with it; sending them again",
                     )
                 )
-        if self_member in joined_ids:
+        if self_member in joined_ids or repair:
             fx.send.append(self.discovery())
-        if joined_ids:
+        if joined_ids or repair:
             fx.send += self.dump()
         return fx
 
