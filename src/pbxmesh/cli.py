@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     add("sim", help="run the AMI PBX simulator (see pbxmesh sim --help)", add_help=False)
     add("demo", help="start a local 3-node demo cluster", add_help=False)
     add("nats-accounts", help="generate nats-server accounts for the cluster", add_help=False)
+    add(
+        "corosync-config",
+        help="write corosync.conf and authkey for a res_corosync ring with a bridge",
+        add_help=False,
+    )
     return p
 
 
@@ -107,6 +112,7 @@ _SUBPROGRAMS = {
     "sim": "pbxmesh.pbxsim.main",
     "demo": "pbxmesh.demo",
     "nats-accounts": "pbxmesh.nats_accounts",
+    "corosync-config": "pbxmesh.corosync_conf",
 }
 
 
