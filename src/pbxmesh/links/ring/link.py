@@ -323,6 +323,8 @@ class RingLink(Link):
         now = time.time()
         for mid in joined:
             self._joined_at[mid] = now
+        for m in change.members:  # there before us: seen since our join
+            self._joined_at.setdefault(m.member_id, now)
         for mid in left:
             self._joined_at.pop(mid, None)
             self._colocated.discard(mid)
