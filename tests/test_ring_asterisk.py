@@ -47,6 +47,9 @@ def test_members_lists_the_rings_asterisks_beside_pbxmesh_nodes(ring: Ring) -> N
     assert {m["name"] for m in members if m["kind"] == "pbxmesh"} == {"bridge", "site"}
     table = ring.cli(ring.bridge, "members").stdout
     assert table.count("(Asterisk on the res_corosync ring)") == 3
+    # The bridge's PING at join: each Asterisk logged the bridge's EID, as for `corosync ping`.
+    ping = f"Got event PING from server with EID: '{ring.bridge.eid()}'"
+    wait_until(lambda: all(ping in a.messages() for a in ring.asterisks.values()), 10, "PING")
 
 
 def test_a_publish_lights_every_ring_asterisks_hint(ring: Ring) -> None:

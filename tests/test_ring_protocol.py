@@ -51,7 +51,8 @@ def test_join_announces_us_and_dumps_what_we_offer() -> None:
     p.set_remote("Custom:x", S.INUSE)
     fx = p.view([("4:100", 4)], [], "4:100")
     assert decode_event(fx.send[0]) == AstClusterDiscovery(4, "10.215.0.4", ME)
-    assert decode_event(fx.send[1]) == AstDeviceStateChange("Custom:x", 2, 1, ME)
+    assert fx.send[1] == bytes.fromhex("000c000e00210006") + ME.raw  # PING, as Asterisk's
+    assert decode_event(fx.send[2]) == AstDeviceStateChange("Custom:x", 2, 1, ME)
     # Someone else joining: every member re-sends its cache, we too (no announcement).
     again = p.view([("1:7", 1)], [], "4:100")
     assert [decode_event(f) for f in again.send] == [AstDeviceStateChange("Custom:x", 2, 1, ME)]

@@ -16,7 +16,9 @@ announcement from a node id it does not know yet, so that a newcomer learns ever
 Asterisk forgets a node id when any member on it leaves, and then ignores nothing from it; we
 do the same, so a restarted Asterisk always hears our announcement again (without it, it could
 not clear our states when we leave). Every join, ours included, makes every member re-send its
-own cache: we re-send everything we offer. When another member on *our* corosync node leaves
+own cache: we re-send everything we offer. On our own join we also send one PING, as
+Asterisk's ``corosync ping`` does: each Asterisk logs our EID, which shows an administrator
+that the bridge is heard. When another member on *our* corosync node leaves
 (an Asterisk wrongly placed beside the bridge), every Asterisk drops our states with it and
 forgets our node: we announce ourselves and re-send everything at once.
 
@@ -138,6 +140,10 @@ class RingProtocol:
     def discovery(self) -> bytes:
         return encode_event(AstClusterDiscovery(self.node_id, self.address, self.eid))
 
+    def ping(self) -> bytes:
+        """PING, as ``corosync ping`` sends it: every Asterisk logs our EID once."""
+        return encode_event(AstPing(self.eid))
+
     def _device_frame(self, device: str, state: DeviceState) -> bytes:
         return encode_event(AstDeviceStateChange(device, int(state), 1, self.eid))
 
@@ -254,6 +260,8 @@ class RingProtocol:
                 )
         if self_member in joined_ids or repair:
             fx.send.append(self.discovery())
+        if self_member in joined_ids:
+            fx.send.append(self.ping())  # each Asterisk logs "Got event PING ... EID"
         if joined_ids or repair:
             fx.send += self.dump()
         return fx
