@@ -142,3 +142,27 @@ def test_the_ring_section_configures_a_bridge_without_ami(tmp_path: Path) -> Non
     assert cfg.asterisk is None
     assert cfg.ring is not None and cfg.ring.group == "asterisk"
     assert cfg.ring.exclude == ("Local/*",)
+
+
+async def test_removing_the_link_takes_the_rings_part_but_not_direct_assertions() -> None:
+    mesh, ring = MemoryNetwork(), MemoryNetwork()
+    ast = SimRingAsterisk(ring)
+    bridge, remote = node(mesh, "bridge"), node(mesh, "remote")
+    await ast.start()
+    for n in (bridge, remote):
+        await n.start()
+    link = RingLink(RingLinkConfig(), transport=ring.new_transport("bridge"))
+    try:
+        await bridge.add_link(link)
+        bridge.publish_device("Custom:mine", S.BUSY)
+        await ast.set_device("Custom:theirs", S.INUSE)
+        await eventually(lambda: remote.devices.cluster_state("Custom:theirs") is S.INUSE, "in")
+        await bridge.remove_link(link)  # e.g. [asterisk.ring] removed by a reload
+        await eventually(
+            lambda: remote.devices.cluster_state("Custom:theirs") is S.INVALID, "ring part gone"
+        )
+        assert remote.devices.cluster_state("Custom:mine") is S.BUSY
+    finally:
+        for n in (bridge, remote):
+            await n.close()
+        await ast.close()

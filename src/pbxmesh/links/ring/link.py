@@ -176,6 +176,14 @@ class RingLink(Link):
                 self.config.group,
                 ", ".join(sorted(self._colocated)),
             )
+        port, p = self.port, self.protocol
+        if port is not None and p is not None:
+            # The ring's part of this node's slot goes with the link (a reload that removes
+            # it); the node itself keeps running. MWI stays, as Asterisk keeps a gone
+            # server's MWI.
+            for device, _ in list(p.slots.devices()):
+                if self._shares(device):
+                    port.part_device(RING_PART, device, DeviceState.INVALID)
         self.port = None
         if self._transport is not None:
             await self._transport.close()
