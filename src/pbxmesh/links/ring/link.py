@@ -161,8 +161,8 @@ class RingLink(Link):
                     group=self.config.group, reconnect_interval=self.config.reconnect_interval
                 )
             )
+        await self._transport.start()  # a TransportError here leaves nothing running
         self._tasks.append(asyncio.create_task(self._send_loop(), name="ring link writer"))
-        await self._transport.start()
         self._tasks.append(asyncio.create_task(self._receive_loop(), name="ring link reader"))
 
     async def close(self) -> None:
