@@ -145,12 +145,18 @@ def _ring_asterisk(cluster: Cluster, i: int) -> Asterisk:
     )
 
 
-def _node_config(node: NodeProcess, nats_port: int, extra: str, group: str = "ringmesh") -> None:
+def _node_config(
+    node: NodeProcess,
+    nats_port: int,
+    extra: str,
+    group: str = "ringmesh",
+    nats_host: str = "127.0.0.1",
+) -> None:
     node.workdir.mkdir(parents=True, exist_ok=True)
     node.config_path.write_text(
         f'[node]\nname = "{node.name}"\nstate_dir = "{node.state_dir}"\n'
         f'[cluster]\ntransport = "nats"\ngroup = "{group}"\n'
-        f'[cluster.nats]\nservers = ["nats://127.0.0.1:{nats_port}"]\n'
+        f'[cluster.nats]\nservers = ["nats://{nats_host}:{nats_port}"]\n'
         "heartbeat_interval = 0.2\nfailure_timeout = 1.0\n"
         '[[channel]]\nname = "device_state"\n'
         'publish = ["device_state", "mwi"]\nsubscribe = ["device_state", "mwi"]\n'
@@ -159,20 +165,24 @@ def _node_config(node: NodeProcess, nats_port: int, extra: str, group: str = "ri
 
 
 @contextlib.contextmanager
-def asterisk_ring(token_ms: int = 500) -> Iterator[Ring]:
-    """The ring, the bridge and the second site, all started; everything removed on exit."""
+def asterisk_ring(token_ms: int = 500, bridges: int = 1) -> Iterator[Ring]:
+    """The ring, the bridge and the second site, all started; everything removed on exit.
+
+    ``bridges=2`` adds a second bridge on a fifth corosync node (``Ring.extra[-1]``), on the
+    same ring and the same mesh; nats-server then listens on node 4's ring address too.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="pbxm-ring-"))
     started: list[Asterisk] = []
     nodes: list[NodeProcess] = []
     nats: subprocess.Popen[bytes] | None = None
     try:
-        with three_node_cluster(token_ms=token_ms, size=4) as cluster:
+        with three_node_cluster(token_ms=token_ms, size=3 + bridges) as cluster:
             ns4 = cluster.netns(4)
             nats_port = free_port()
             binary = nats_server_binary()
             assert binary, "nats-server is not installed"
             nats = subprocess.Popen(
-                ["ip", "netns", "exec", ns4, binary, "-a", "127.0.0.1", "-p", str(nats_port)],
+                ["ip", "netns", "exec", ns4, binary, "-a", "0.0.0.0", "-p", str(nats_port)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
@@ -204,8 +214,16 @@ def asterisk_ring(token_ms: int = 500) -> Iterator[Ring]:
             )
             bridge.start()
             site.start()
+            if bridges == 2:
+                ns5 = cluster.netns(5)
+                second = NodeProcess("bridge2", workdir / "bridge2", "", free_port(), netns=ns5)
+                nodes.append(second)
+                ring_conf = '[asterisk.ring]\ngroup = "asterisk"\n'
+                _node_config(second, nats_port, ring_conf, nats_host=cluster.address(4))
+                second.start()
             ring = Ring(cluster, asterisks, bridge, site, site_pbx, nats, workdir, nodes)
-            wait_until(lambda: len(_asterisk_members(bridge)) == 3, 20, "the ring's Asterisks")
+            for b in [bridge, *nodes[2:]]:
+                wait_until(lambda b=b: len(_asterisk_members(b)) == 3, 20, "the ring's Asterisks")
             yield ring
     finally:
         for n in nodes:
