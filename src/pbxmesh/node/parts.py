@@ -14,8 +14,8 @@ with Asterisk's own table (``states.py``), so that neither source overwrites the
   servers of their own, because aggregation is associative;
 * the ring's part going away (its Asterisk left) leaves the direct assertion alone.
 
-INVALID is the identity of aggregation: a part or direct assertion of INVALID is no
-contribution at all and is not kept. When nothing contributes any more the slot is INVALID.
+INVALID is the identity of aggregation: a part or direct assertion of INVALID contributes
+nothing (a part of INVALID is removed). When nothing contributes any more the slot is INVALID.
 
 This module is pure (no I/O); the node applies what it returns.
 """
