@@ -158,6 +158,13 @@ async def linked(link_backend: LinkBackend) -> AsyncIterator[Setup]:
         await asterisk.close()
 
 
+def needs_presence(linked: Setup) -> None:
+    """Presence is carried by the links whose Asterisk side has it (AMI: func_presencestate);
+    Asterisk's own res_corosync ring carries device states and MWI only."""
+    if Interest.PRESENCE not in linked.link.interest:
+        pytest.skip(f"the {linked.link.kind} link carries no presence (its protocol has none)")
+
+
 async def test_start_connects_and_resyncs(linked: Setup) -> None:
     status = linked.link.status()
     assert isinstance(status, LinkStatus)
@@ -223,6 +230,7 @@ async def test_local_mailbox_is_reported_and_remote_counts_are_written_without_e
 async def test_local_presence_is_reported_and_remote_presence_is_written_without_echo(
     linked: Setup,
 ) -> None:
+    needs_presence(linked)
     P = PresenceState
     alice = "CustomPresence:lc-alice"
     await linked.asterisk.set_presence(alice, P.DND, "", "back at 3")
@@ -254,6 +262,7 @@ async def test_local_presence_is_reported_and_remote_presence_is_written_without
 
 
 async def test_presence_survives_commas_quotes_and_backslashes_both_ways(linked: Setup) -> None:
+    needs_presence(linked)
     P = PresenceState
     text = 'in a meeting, "urgent" only \\ ask?'
     here = "CustomPresence:lc-here"

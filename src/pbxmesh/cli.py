@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     add("sim", help="run the AMI PBX simulator (see pbxmesh sim --help)", add_help=False)
     add("demo", help="start a local 3-node demo cluster", add_help=False)
     add("nats-accounts", help="generate nats-server accounts for the cluster", add_help=False)
+    add(
+        "corosync-config",
+        help="write corosync.conf and authkey for a res_corosync ring with a bridge",
+        add_help=False,
+    )
     return p
 
 
@@ -119,6 +124,7 @@ _SUBPROGRAMS = {
     "sim": "pbxmesh.pbxsim.main",
     "demo": "pbxmesh.demo",
     "nats-accounts": "pbxmesh.nats_accounts",
+    "corosync-config": "pbxmesh.corosync_conf",
 }
 
 
@@ -311,6 +317,7 @@ def _members(client: _Client, as_json: bool) -> int:
                         "self",
                         "joined_at",
                         "trusted",
+                        "kind",
                     )
                     if k in m
                 }
@@ -323,12 +330,15 @@ def _members(client: _Client, as_json: bool) -> int:
         [
             m["name"]
             + (" (this node)" if m["self"] else "")
+            + (" (Asterisk on the res_corosync ring)" if m.get("kind") == "asterisk" else "")
             + (" (UNTRUSTED: not in [security.peers])" if m.get("trusted") is False else ""),
             m["nodeid"] or "-",
             m["address"] or "-",
             m["eid"] or "-",
             "Yes" if m["member"] else "No",
-            datetime.datetime.fromtimestamp(m["joined_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+            datetime.datetime.fromtimestamp(m["joined_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            if m["joined_at"]
+            else "-",
         ]
         for m in members
     ]

@@ -96,6 +96,17 @@ class AsteriskConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RingSection:
+    """``[asterisk.ring]``: join a res_corosync ring as a bridge (docs/ring.md)."""
+
+    group: str = "asterisk"  # the CPG group res_corosync uses (Asterisk hard-codes it)
+    include: tuple[str, ...] = ("*",)  # glob patterns of devices and mailboxes shared
+    exclude: tuple[str, ...] = ()  # glob patterns never shared
+    mwi: bool = True  # share MWI in both directions
+    down_grace: float = 5.0  # seconds corosync may be gone before the ring's states go
+
+
+@dataclass(frozen=True, slots=True)
 class ControlConfig:
     listen: tuple[str, int] = ("127.0.0.1", 8765)
     token: str | None = None  # required when listening on anything but loopback
@@ -127,6 +138,7 @@ class Config:
     asterisk: AsteriskConfig | None
     control: ControlConfig
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    ring: RingSection | None = None  # [asterisk.ring]
 
 
 class _Locator:
@@ -384,8 +396,25 @@ def load_config(path: str | Path) -> Config:
         raise loc.error("channel", "name", f"channel names must be unique: {names}")
 
     asterisk = None
-    if "asterisk" in data:
+    ring = None
+    # [asterisk] holds the AMI link's keys and the sub-tables of other links ([asterisk.ring]);
+    # the AMI link is configured only when an AMI key is given.
+    raw_ast = data.get("asterisk", {})
+    if isinstance(raw_ast, dict) and isinstance(raw_ast.get("ring"), dict):
+        rt = root.sub("asterisk").sub("ring")
+        ring = RingSection(
+            group=rt.get("group", str, "asterisk"),
+            include=rt.strings("include", ("*",)),
+            exclude=rt.strings("exclude", ()),
+            mwi=rt.get("mwi", bool, True),
+            down_grace=_down_grace(rt),
+        )
+        if not 1 <= len(ring.group.encode()) <= 128:
+            raise rt.err("group", 'must be 1 to 128 bytes (res_corosync uses "asterisk")')
+        rt.done()
+    if "asterisk" in data and (not isinstance(raw_ast, dict) or set(raw_ast) - {"ring"}):
         at = root.sub("asterisk")
+        at.used.add("ring")
         template = at.get("remote_template", str, "Custom:remote-{device}")
         if "{device}" not in template or not template.lower().startswith("custom:"):
             raise at.err("remote_template", 'must start with "Custom:" and contain {device}')
@@ -442,6 +471,7 @@ def load_config(path: str | Path) -> Config:
         asterisk=asterisk,
         control=control,
         security=security,
+        ring=ring,
     )
 
 

@@ -62,6 +62,8 @@ def member_json(m: MemberInfo, node: Node) -> dict[str, Any]:
         "member_id": m.member_id,
         "host": m.host,
         "joined_at": m.joined_at,
+        # "pbxmesh": a node of the mesh; "asterisk": a res_corosync server a ring link sees
+        "kind": m.kind,
         # False: its frames are rejected (not in [security.peers]); None: no list of nodes
         "trusted": _trusted(m, node),
     }
@@ -69,7 +71,7 @@ def member_json(m: MemberInfo, node: Node) -> dict[str, Any]:
 
 def _trusted(m: MemberInfo, node: Node) -> bool | None:
     guard = node.guard
-    if guard is None:
+    if guard is None or m.kind != "pbxmesh":
         return None
     if m.is_self:
         return guard.trusts(node.config.name)
@@ -222,7 +224,8 @@ class ControlServer:
         }
 
     async def members(self, request: web.Request) -> web.Response:
-        body = [member_json(m, self.node) for m in self.node.members()]
+        members = self.node.members() + self.node.link_members()
+        body = [member_json(m, self.node) for m in members]
         return web.json_response(
             {"quorate": self.node.quorate, "view": self.node.view, "members": body}
             if request.query.get("full")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import HybridClock, VersionFile
-from .config import AsteriskConfig, ClusterConfig, Config, load_config
+from .config import AsteriskConfig, ClusterConfig, Config, RingSection, load_config
 from .eid import load_or_create_eid
 from .errors import ConfigError, PbxmeshError
 from .files import atomic_write
@@ -160,6 +160,8 @@ class Daemon:
         )
         #: the links to Asterisk (the [asterisk] section's AMI link, if any)
         self.links: list[Link] = []
+        #: the [asterisk.ring] bridge, if any (also in ``links``)
+        self.ring_link: Link | None = None
         self.control: Any = None
         self.own_file = OwnStateFile(state_dir / "own-state.json")
         self._saver: asyncio.Task[None] | None = None
@@ -198,6 +200,34 @@ class Daemon:
             await self.node.add_link(link)
             self.links.append(link)
 
+    async def _open_ring(self, ring: RingSection | None) -> None:
+        """``[asterisk.ring]``: join the res_corosync ring as a bridge (links/ring/). It is
+        kept across reloads unless its section changed: every leave and join of the group
+        makes each Asterisk re-send its whole cache."""
+        if ring is None:
+            return
+        from .links.ring import RingLink, RingLinkConfig
+
+        link = RingLink(
+            RingLinkConfig(
+                group=ring.group,
+                include=ring.include,
+                exclude=ring.exclude,
+                mwi=ring.mwi,
+                down_grace=ring.down_grace,
+            )
+        )
+        await self.node.add_link(link)
+        self.ring_link = link
+        self.links.append(link)
+
+    async def _close_ring(self) -> None:
+        link, self.ring_link = self.ring_link, None
+        if link is not None:
+            if link in self.links:
+                self.links.remove(link)
+            await self.node.remove_link(link)
+
     async def _close_links(self) -> None:
         while self.links:
             await self.node.remove_link(self.links.pop())
@@ -229,6 +259,7 @@ class Daemon:
         await self.node.start()
         self._saver = asyncio.create_task(self._save_loop(), name="pbxmesh-own-state")
         await self._open_links(self.config.asterisk)
+        await self._open_ring(self.config.ring)
         metrics = Metrics(self.node, links=lambda: self.links)
         host, port = self.config.control.listen
         self.control = ControlServer(
@@ -302,14 +333,21 @@ class Daemon:
         if new.channels != self.config.channels:
             self.node.reconfigure(new.channels)
         if new.asterisk != self.config.asterisk:
-            await self._close_links()
+            for link in [x for x in self.links if x is not self.ring_link]:
+                self.links.remove(link)
+                await self.node.remove_link(link)
             await self._open_links(new.asterisk)
             log.info("reload: Asterisk link %s", "restarted" if new.asterisk else "removed")
+        if new.ring != self.config.ring:
+            await self._close_ring()
+            await self._open_ring(new.ring)
+            log.info("reload: ring link %s", "restarted" if new.ring else "removed")
         # Only what was applied becomes the running configuration.
         self.config = dataclasses.replace(
             self.config,
             channels=new.channels,
             asterisk=new.asterisk,
+            ring=new.ring,
             security=new.security if security_applied else self.config.security,
         )
         log.info("reload done channels=%s", ",".join(c.name for c in new.channels))

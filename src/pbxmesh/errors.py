@@ -12,6 +12,7 @@ Every exception the package raises on purpose derives from :class:`PbxmeshError`
     ├── TransportError             the cluster engine (Corosync, NATS) failed
     │   └── TransportClosed        the transport was closed or its engine went away
     └── LinkError                  a link to Asterisk failed (not connected, timed out)
+        ├── RingPlacementError     the ring link would share a corosync node with an Asterisk
         ├── LinkRefused            Asterisk answered a request with an error
         └── AmiError               the Asterisk Manager Interface refused or failed
             └── AmiActionError     an action answered ``Response: Error`` (also LinkRefused)
@@ -33,6 +34,7 @@ __all__ = [
     "PbxmeshError",
     "ProtocolError",
     "RemoteProtocolError",
+    "RingPlacementError",
     "SecurityError",
     "StateError",
     "TransportClosed",
@@ -86,6 +88,11 @@ class TransportClosed(TransportError):
 
 class LinkError(PbxmeshError):
     """A link to Asterisk failed: not connected, closed, or no answer in time."""
+
+
+class RingPlacementError(LinkError):
+    """The res_corosync ring link refuses to join: an Asterisk on the same corosync node is
+    already in the group, and Asterisk tells members apart by node id alone."""
 
 
 class LinkRefused(LinkError):

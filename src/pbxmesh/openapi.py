@@ -84,6 +84,11 @@ OPENAPI: Final[dict[str, Any]] = {
                     "self": {"type": "boolean"},
                     "member_id": {"type": "string"},
                     "joined_at": {"type": "number", "description": "Unix time"},
+                    "kind": {
+                        "type": "string",
+                        "enum": ["pbxmesh", "asterisk"],
+                        "description": "asterisk: a res_corosync server seen by a ring link",
+                    },
                 },
             },
             "Channel": {

@@ -306,6 +306,17 @@ class DeviceStore:
                     acc = AGGREGATE_TABLE[acc * 9 + (rec[i] & 15)]
         return _STATES[acc]
 
+    def state_excluding_all(self, device: str, origins: Iterable[EID]) -> DeviceState:
+        """The aggregation of the slots of every origin *not* in ``origins`` (INVALID if none)."""
+        rec = self._devices.get(device)
+        acc = _INVALID
+        if rec is not None:
+            skip = {self._index.get(o, 0) for o in origins}
+            for i in range(1, len(rec)):
+                if i not in skip and rec[i] != EMPTY:
+                    acc = AGGREGATE_TABLE[acc * 9 + (rec[i] & 15)]
+        return _STATES[acc]
+
     def snapshot(self, origin: EID) -> list[tuple[str, DeviceState, int]]:
         """One origin's slots as ``(device, state, version)``, to merge elsewhere."""
         idx = self._index.get(origin)

@@ -274,6 +274,7 @@ class Cluster:
     workdir: Path
     token_ms: int
     nodes: dict[int, CorosyncInstance] = field(default_factory=dict)
+    size: int = 3
 
     @property
     def switch(self) -> str:
@@ -346,27 +347,29 @@ class Cluster:
         for inst in self.nodes.values():
             with contextlib.suppress(Exception):
                 inst.stop()
-        for ns in [*(self.netns(i) for i in (1, 2, 3)), self.switch]:
+        for ns in [*(self.netns(i) for i in range(1, self.size + 1)), self.switch]:
             _run(["ip", "netns", "del", ns], check=False)
 
 
 @contextlib.contextmanager
 def three_node_cluster(
-    token_ms: int = 1000, base: Path | None = None, start: bool = True
+    token_ms: int = 1000, base: Path | None = None, start: bool = True, size: int = 3
 ) -> Iterator[Cluster]:
-    """A 3-node knet cluster (aes256/sha256) in fresh network namespaces; torn down on exit.
+    """A 3-node (or ``size``-node) knet cluster (aes256/sha256) in fresh network namespaces;
+    torn down on exit.
 
     With ``token_ms=1000`` a dead node is detected in about 3.5 s.
     """
+    ids = tuple(range(1, size + 1))
     workdir = Path(tempfile.mkdtemp(prefix="pbxm-cluster-", dir=base))
-    cluster = Cluster(tag=secrets.token_hex(2), workdir=workdir, token_ms=token_ms)
+    cluster = Cluster(tag=secrets.token_hex(2), workdir=workdir, token_ms=token_ms, size=size)
     try:
         sw = cluster.switch
         _run(["ip", "netns", "add", sw])
         _run(["ip", "-n", sw, "link", "set", "lo", "up"])
         _run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", sw, "link", "set", "br0", "up"])
-        for i in (1, 2, 3):
+        for i in ids:
             ns = cluster.netns(i)
             _run(["ip", "netns", "add", ns])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -378,8 +381,8 @@ def three_node_cluster(
             _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         keyfile = workdir / "authkey"
         _run(["corosync-keygen", "-k", str(keyfile)])
-        nodes = [(i, f"node{i}", cluster.address(i)) for i in (1, 2, 3)]
-        for i in (1, 2, 3):
+        nodes = [(i, f"node{i}", cluster.address(i)) for i in ids]
+        for i in ids:
             nodedir = workdir / f"node{i}"
             nodedir.mkdir()
             inst = CorosyncInstance(workdir=nodedir, netns=cluster.netns(i))
@@ -395,9 +398,9 @@ def three_node_cluster(
             )
             cluster.nodes[i] = inst
         if start:
-            for i in (1, 2, 3):
+            for i in ids:
                 cluster.start(i)
-            cluster.wait_formed()
+            cluster.wait_formed(ids)
         yield cluster
     finally:
         cluster.teardown()

@@ -63,13 +63,16 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..eid import EID
 from ..presence import PresenceState
 from ..states import DeviceState
 
-__all__ = ["Hint", "Interest", "Link", "LinkPort", "LinkStatus"]
+if TYPE_CHECKING:
+    from ..node.membership import MemberInfo
+
+__all__ = ["BridgePort", "Hint", "Interest", "Link", "LinkPort", "LinkStatus"]
 
 
 class Interest(enum.Flag):
@@ -84,6 +87,10 @@ class Interest(enum.Flag):
     MWI = enum.auto()
     #: presentities whose last writer is another origin (:meth:`Link.remote_presence`)
     PRESENCE = enum.auto()
+    #: this node's own *direct* assertions (``pbxmesh publish``, another link's reports), for
+    #: a link that bridges a ring of Asterisks on the node's behalf (:meth:`Link.own_device`,
+    #: :meth:`Link.own_mwi`); what the link itself contributes is never told back to it
+    OWN = enum.auto()
 
 
 class LinkPort(Protocol):
@@ -128,6 +135,33 @@ class LinkPort(Protocol):
         device slots, except those a person or script asserted (``pbxmesh publish``), and tells
         the cluster; MWI stays, as Asterisk keeps a departed server's MWI. The link's next
         resync reports Asterisk's states again. Returns how many slots were withdrawn."""
+
+
+class BridgePort(LinkPort, Protocol):
+    """The port of a link that bridges *several* Asterisk origins (the res_corosync ring).
+
+    Such a link reports the aggregate of its Asterisks' states as a *part* of this node's own
+    slot: the slot the cluster sees is the aggregation of that part and of the node's direct
+    assertions (``pbxmesh publish``, other links), so neither overwrites the other.
+    """
+
+    def part_device(self, part: str, device: str, state: DeviceState) -> None:
+        """The bridged Asterisks' aggregate for ``device`` (INVALID: none has it any more)."""
+
+    def part_mwi(self, part: str, mailbox: str, new: int, old: int) -> None:
+        """A bridged Asterisk wrote ``mailbox@context``: this node writes it (last writer)."""
+
+    def own_devices(self) -> dict[str, DeviceState]:
+        """This node's direct assertions (without any part), for a resync."""
+
+    def own_mwi(self) -> dict[str, tuple[int, int]]:
+        """Mailboxes this node wrote last other than through a part, for a resync."""
+
+    def is_origin(self, eid: EID) -> bool:
+        """True if ``eid`` is a pbxmesh node of the cluster (this one included)."""
+
+    def state_excluding(self, device: str, origins: frozenset[EID]) -> DeviceState:
+        """The aggregate of the slots of every origin but this node and ``origins``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,3 +250,18 @@ class Link(abc.ABC):
         self, presentity: str, state: PresenceState, subtype: str, message: str, writer: EID
     ) -> None:
         """Another origin, ``writer``, wrote the presence of ``presentity`` last."""
+
+    def own_device(self, device: str, state: DeviceState) -> None:  # noqa: B027
+        """This node directly asserted ``state`` for ``device`` (``Interest.OWN``)."""
+
+    def own_mwi(self, mailbox: str, new: int, old: int) -> None:  # noqa: B027
+        """This node directly wrote ``mailbox@context`` (``Interest.OWN``)."""
+
+    def members(self) -> list[MemberInfo]:
+        """Asterisk servers this link sees as members of their own ring (none by default)."""
+        return []
+
+    def origin_slots(self, device: str) -> dict[EID, DeviceState]:
+        """States of ``device`` held per Asterisk origin that only this link knows (the ring's
+        servers, shown by ``pbxmesh devices`` beside the cluster's origins)."""
+        return {}

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable
 from ..clock import HybridClock, version_millis
 from ..eid import EID
 from ..errors import PbxmeshError, RemoteProtocolError, SecurityError, StateError
-from ..links.base import Link, LinkPort
+from ..links.base import BridgePort, Link
 from ..presence import (
     PresenceChange,
     PresenceRecord,
@@ -75,6 +75,7 @@ from .fanout import Fanout, NodeListener
 from .guard import FrameGuard
 from .membership import MemberInfo, Membership
 from .outbound import Outbound
+from .parts import OwnParts
 from .snapshots import SnapshotGatherer, send_snapshots
 from .stats import NodeStats, count
 
@@ -122,6 +123,10 @@ class Node:
         self.kept_changed = asyncio.Event()
         #: called with the seconds from a frame's origin clock to its application here
         self.latency_observer: Callable[[float], None] | None = None
+        #: this node's own slot as direct assertions plus bridged parts (``parts.py``)
+        self._parts = OwnParts()
+        #: mailboxes this node wrote last through a part (a bridged ring), not directly
+        self._mwi_parts: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -215,6 +220,7 @@ class Node:
                 continue
             self.clock.observe(version)
             self.devices.apply(self.eid, item.device, item.state, version)
+            self._parts.set_direct(item.device, DeviceState(item.state))
             self.kept.add((1, item.device))
         for mailbox, new, old, version in mwi:
             try:
@@ -243,12 +249,14 @@ class Node:
         slots for those devices and those mailboxes it wrote last. States learned from
         Asterisk are not kept: Asterisk is their source, and its link re-reads them."""
         devices = [
-            (d, int(s), v) for d, s, v in self.devices.snapshot(self.eid) if (1, d) in self.kept
+            (d, int(self._parts.direct(d) or s), v)
+            for d, s, v in self.devices.snapshot(self.eid)
+            if (1, d) in self.kept
         ]
         mwi = [
             (r.mailbox, r.new, r.old, r.version)
             for r in self.mwi.written_by(self.eid)
-            if (2, r.mailbox) in self.kept
+            if (2, r.mailbox) in self.kept and r.mailbox not in self._mwi_parts
         ]
         return devices, mwi
 
@@ -274,17 +282,60 @@ class Node:
             self.kept.add((1, device))
             self.kept_changed.set()
         state = DeviceState(state)
+        value = self._parts.set_direct(device, state)
+        self._fanout.own_device(device, state, None)
+        return self._set_own(device, value)
+
+    def publish_part(self, part: str, device: str, state: DeviceState) -> DeviceChange | None:
+        """A bridge's ``part`` of this node's own slot for ``device`` (INVALID: no part any
+        more); the slot becomes the aggregation of every part and the direct assertion
+        (``parts.py``). Returns the change of cluster value."""
+        check_device_name(device)
+        state = DeviceState(state)
+        value = self._parts.set_part(part, device, state)
+        current = self.devices.slots_of(device).get(self.eid)
+        if current is not None and current[0] is value:
+            return None  # the slot the cluster sees is unchanged
+        if current is None and value is DeviceState.INVALID:
+            return None  # nothing to retract
+        return self._set_own(device, value)
+
+    def _set_own(self, device: str, value: DeviceState) -> DeviceChange | None:
         version = self.clock.tick()
-        change = self.devices.apply(self.eid, device, int(state), version)
+        change = self.devices.apply(self.eid, device, int(value), version)
         self.own_changes += 1
-        self._out.enqueue(DeviceItem(device, int(state), version))
+        self._out.enqueue(DeviceItem(device, int(value), version))
         if change is not None:
             self._fanout.device(change)
         return change
 
-    def publish_mwi(self, mailbox: str, new: int, old: int, keep: bool = False) -> MwiChange | None:
-        """Assert message counts for ``mailbox[@context]`` as this node (``keep``: as above)."""
+    def own_devices(self) -> dict[str, DeviceState]:
+        """This node's direct assertions (what it says without any bridged part)."""
+        held = {d for d, _, _ in self.devices.snapshot(self.eid)}
+        return {d: s for d, s in self._parts.directs().items() if d in held}
+
+    def own_mwi(self) -> dict[str, tuple[int, int]]:
+        """Mailboxes this node wrote last directly (not through a bridged part)."""
+        return {
+            r.mailbox: (r.new, r.old)
+            for r in self.mwi.written_by(self.eid)
+            if r.mailbox not in self._mwi_parts
+        }
+
+    def knows_origin(self, eid: EID) -> bool:
+        """True for this node's EID and every pbxmesh origin heard from and not gone."""
+        return eid == self.eid or self._membership.knows(eid)
+
+    def publish_mwi(
+        self, mailbox: str, new: int, old: int, keep: bool = False, part: str | None = None
+    ) -> MwiChange | None:
+        """Assert message counts for ``mailbox[@context]`` as this node (``keep``: as above;
+        ``part``: written on behalf of a bridged ring, see :meth:`publish_part`)."""
         mailbox = normalize_mailbox(mailbox)
+        if part is None:
+            self._mwi_parts.pop(mailbox, None)
+        else:
+            self._mwi_parts[mailbox] = part
         if keep:
             self.kept.add((2, mailbox))
             self.kept_changed.set()
@@ -294,6 +345,7 @@ class Node:
         change = self.mwi.apply(self.eid, mailbox, new, old, version)
         self.own_changes += 1
         self._out.enqueue(MwiItem(mailbox, new, old, version))
+        self._fanout.own_mwi(mailbox, new, old, part)
         if change is not None:
             self._fanout.mwi(change)
         return change
@@ -329,15 +381,21 @@ class Node:
     def withdraw_reported(self) -> int:
         """Remove this origin's device slots except the kept ones (see ``LinkPort.withdraw``)
         and announce a complete snapshot, so that every peer removes them too."""
-        kept = [
-            (d, int(s), v) for d, s, v in self.devices.snapshot(self.eid) if (1, d) in self.kept
-        ]
-        held = len(self.devices.snapshot(self.eid))
+        kept = []
+        held = self.devices.snapshot(self.eid)
+        bridged = self.clock.tick()
+        for d, s, v in held:
+            if (1, d) in self.kept:
+                kept.append((d, int(s), v))
+                continue
+            rest = self._parts.drop_direct(d)
+            if rest is not None and rest is not DeviceState.INVALID:
+                kept.append((d, int(rest), bridged))  # a bridged ring's part stays
         for change in self.devices.merge_snapshot(self.eid, kept, complete_as_of=self.clock.tick()):
             self._fanout.device(change)
         self.own_changes += 1
         self._announce()
-        withdrawn = held - len(kept)
+        withdrawn = len(held) - len(kept)
         log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
         return withdrawn
 
@@ -387,6 +445,10 @@ class Node:
         """The current view, self included."""
         return list(self._membership.members.values())
 
+    def link_members(self) -> list[MemberInfo]:
+        """Asterisk servers the links see as members of their own ring (kind "asterisk")."""
+        return [m for link in self._fanout.links for m in link.members()]
+
     def channels(self) -> list[ChannelConfig]:
         return list(self._channels.values())
 
@@ -399,6 +461,8 @@ class Node:
             if pattern and not fnmatch.fnmatchcase(device, pattern):
                 continue
             slots = {o: s for o, (s, _) in self.devices.slots_of(device).items()}
+            for link in self._fanout.links:
+                slots.update(link.origin_slots(device))
             rows.append((device, state, slots))
         return rows
 
@@ -695,6 +759,31 @@ class _OwnPort:
     def withdraw(self) -> int:
         return self._node.withdraw_reported()
 
+    # -- BridgePort: for a link that bridges a ring of Asterisks -------------------------------
+    def part_device(self, part: str, device: str, state: DeviceState) -> None:
+        if state is not DeviceState.INVALID and self._node.refused_by_grant(
+            DeviceItem(device, int(state), 0)
+        ):
+            return
+        self._node.publish_part(part, device, state)
+
+    def part_mwi(self, part: str, mailbox: str, new: int, old: int) -> None:
+        if self._node.refused_by_grant(MwiItem(normalize_mailbox(mailbox), new, old, 0)):
+            return
+        self._node.publish_mwi(mailbox, new, old, part=part)
+
+    def own_devices(self) -> dict[str, DeviceState]:
+        return self._node.own_devices()
+
+    def own_mwi(self) -> dict[str, tuple[int, int]]:
+        return self._node.own_mwi()
+
+    def is_origin(self, eid: EID) -> bool:
+        return self._node.knows_origin(eid)
+
+    def state_excluding(self, device: str, origins: frozenset[EID]) -> DeviceState:
+        return self._node.devices.state_excluding_all(device, origins | {self._node.eid})
+
     def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
         node = self._node
         return {
@@ -724,4 +813,4 @@ def _presence_match(record: PresenceRecord, pattern: str) -> bool:
     return fnmatch.fnmatchcase(record.presentity, pattern)
 
 
-_: type[LinkPort] = _OwnPort  # the port fits the protocol
+_: type[BridgePort] = _OwnPort  # the port fits the protocol

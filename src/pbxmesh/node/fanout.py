@@ -63,6 +63,7 @@ class Fanout:
         self._slots: list[Link] = []  # links wanting Interest.ORIGIN_DEVICES
         self._mwi: list[Link] = []  # links wanting Interest.MWI
         self._presence: list[Link] = []  # links wanting Interest.PRESENCE
+        self._own: list[Link] = []  # links wanting Interest.OWN
         self._remote_cache: dict[str, DeviceState] = {}
         self._slot_cache: dict[tuple[EID, str], DeviceState] = {}
 
@@ -81,6 +82,7 @@ class Fanout:
         self._slots = [x for x in self.links if Interest.ORIGIN_DEVICES in x.interest]
         self._mwi = [x for x in self.links if Interest.MWI in x.interest]
         self._presence = [x for x in self.links if Interest.PRESENCE in x.interest]
+        self._own = [x for x in self.links if Interest.OWN in x.interest]
         if not self._slots:
             self._slot_cache.clear()
 
@@ -106,6 +108,17 @@ class Fanout:
         if self._presence and r.origin != self.eid:
             for link in self._presence:
                 link.remote_presence(r.presentity, r.state, r.subtype, r.message, r.origin)
+
+    def own_device(self, device: str, state: DeviceState, part: str | None) -> None:
+        """This node asserted ``state`` directly (``part`` None) or through a link's part."""
+        if part is None:
+            for link in self._own:
+                link.own_device(device, state)
+
+    def own_mwi(self, mailbox: str, new: int, old: int, part: str | None) -> None:
+        if part is None:
+            for link in self._own:
+                link.own_mwi(mailbox, new, old)
 
     def members(self, members: list[MemberInfo]) -> None:
         for listener in self.listeners:

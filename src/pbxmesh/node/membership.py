@@ -33,6 +33,9 @@ class MemberInfo:
     joined_at: float = 0.0
     is_self: bool = False
     member: bool = True
+    #: "pbxmesh" for a node of the mesh; "asterisk" for a server of a res_corosync ring that a
+    #: ring link sees (it is not a member of the mesh's group)
+    kind: str = "pbxmesh"
 
 
 class Membership:
@@ -46,12 +49,19 @@ class Membership:
         self.quorate = True
         self._eid_member: dict[EID, str] = {}
         self._names: dict[EID, str] = {}
+        self._seen: set[EID] = set()
+
+    def knows(self, origin: EID) -> bool:
+        """True if ``origin`` was ever heard from as a pbxmesh node (even if gone since: a
+        bridge cut off from the mesh must never be taken for one of its ring's Asterisks)."""
+        return origin in self._seen
 
     def learn(self, sender: str, origin: EID, name: str) -> bool:
         """A frame from ``origin`` came from member ``sender``; True if a member gained its
         first origin (the members view changed)."""
         previous = self._eid_member.get(origin)
         self._eid_member[origin] = sender
+        self._seen.add(origin)
         if name:
             self._names[origin] = name
         info = self.members.get(sender)

@@ -67,7 +67,9 @@ __all__ = [
     "QuorumHandle",
     "check",
     "cs_error_name",
+    "group_members",
     "load",
+    "local_node",
 ]
 
 # -- constants (corotypes.h, cpg.h) ------------------------------------------------------------
@@ -139,7 +141,10 @@ _LIB_NAMES: Final = {
     "cpg": "libcpg.so.4",
     "quorum": "libquorum.so.5",
     "cmap": "libcmap.so.4",
+    "cfg": "libcfg.so.7",
 }
+CS_ERR_NO_SECTIONS: Final = 27
+CPG_ITERATION_ONE_GROUP: Final = 2
 
 
 # -- errors: the one place where a cs_error_t becomes an exception -----------------------------
@@ -244,6 +249,19 @@ class _QuorumCallbacks(ctypes.Structure):
     _fields_ = (("notify", _QuorumNotifyFn),)
 
 
+class _CpgIterationDescription(ctypes.Structure):
+    _fields_ = (("group", _CpgName), ("nodeid", ctypes.c_uint32), ("pid", ctypes.c_uint32))
+
+
+class _CfgCallbacks(ctypes.Structure):
+    _fields_ = (("shutdown", ctypes.c_void_p),)  # corosync_cfg_shutdown_callback_t (unused)
+
+
+class _CfgNodeAddress(ctypes.Structure):
+    # corosync_cfg_node_address_t: int address_length; char address[sizeof(sockaddr_in6)]
+    _fields_ = (("address_length", ctypes.c_int), ("address", ctypes.c_char * 28))
+
+
 # -- loading ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Libs:
@@ -251,6 +269,7 @@ class _Libs:
     quorum: ctypes.CDLL
     cmap: ctypes.CDLL
     libc: ctypes.CDLL
+    cfg: ctypes.CDLL | None  # libcfg: only the ring link needs it (local node address)
 
 
 def _open(key: str) -> ctypes.CDLL:
@@ -277,6 +296,9 @@ def _declare(libs: _Libs) -> None:
             "cpg_membership_get": [u64, p_name, _AddrPtr, p_int],
             "cpg_local_get": [u64, p_u32],
             "cpg_max_atomic_msgsize_get": [u64, p_u32],
+            "cpg_iteration_initialize": [u64, ctypes.c_int, p_name, p_u64],
+            "cpg_iteration_next": [u64, ctypes.POINTER(_CpgIterationDescription)],
+            "cpg_iteration_finalize": [u64],
         },
         libs.quorum: {
             "quorum_initialize": [p_u64, ctypes.POINTER(_QuorumCallbacks), p_u32],
@@ -293,6 +315,19 @@ def _declare(libs: _Libs) -> None:
             "cmap_get_string": [u64, ctypes.c_char_p, ctypes.POINTER(vp)],
         },
     }
+    if libs.cfg is not None:
+        sigs[libs.cfg] = {
+            "corosync_cfg_initialize": [p_u64, ctypes.POINTER(_CfgCallbacks)],
+            "corosync_cfg_finalize": [u64],
+            "corosync_cfg_local_get": [u64, p_u32],
+            "corosync_cfg_get_node_addrs": [
+                u64,
+                ctypes.c_uint,
+                ctypes.c_size_t,
+                p_int,
+                ctypes.POINTER(_CfgNodeAddress),
+            ],
+        }
     for lib, funcs in sigs.items():
         for fname, argtypes in funcs.items():
             fn = getattr(lib, fname)
@@ -306,7 +341,11 @@ def _declare(libs: _Libs) -> None:
 def load() -> _Libs:
     """Open libcpg, libquorum and libcmap once; raise TransportError if one is missing."""
     libc = ctypes.CDLL(None)
-    libs = _Libs(cpg=_open("cpg"), quorum=_open("quorum"), cmap=_open("cmap"), libc=libc)
+    try:
+        cfg: ctypes.CDLL | None = _open("cfg")
+    except TransportError:
+        cfg = None
+    libs = _Libs(cpg=_open("cpg"), quorum=_open("quorum"), cmap=_open("cmap"), libc=libc, cfg=cfg)
     _declare(libs)
     return libs
 
@@ -481,6 +520,95 @@ class CpgHandle:
         if not self._finalized:
             self._finalized = True
             self._libs.cpg.cpg_finalize(self._handle)
+
+
+def group_members(group: str) -> tuple[CpgAddress, ...]:
+    """The members of a CPG group, read with ``cpg_iteration`` *without joining it* (a join
+    would make every res_corosync member dump its cache, and a leave can wipe states)."""
+    libs = load()
+    handle = ctypes.c_uint64()
+    model = _CpgModelV1(model=CPG_MODEL_V1, flags=0)  # no callbacks: we never dispatch
+    check(
+        libs.cpg.cpg_model_initialize(
+            ctypes.byref(handle), CPG_MODEL_V1, ctypes.byref(model), None
+        ),
+        "cpg_model_initialize",
+    )
+    try:
+        name = _cpg_name(group)
+        it = ctypes.c_uint64()
+        check(
+            libs.cpg.cpg_iteration_initialize(
+                handle.value, CPG_ITERATION_ONE_GROUP, ctypes.byref(name), ctypes.byref(it)
+            ),
+            "cpg_iteration_initialize",
+        )
+        out = []
+        try:
+            desc = _CpgIterationDescription()
+            while True:
+                rc = libs.cpg.cpg_iteration_next(it.value, ctypes.byref(desc))
+                if rc == CS_ERR_NO_SECTIONS:
+                    break
+                check(rc, "cpg_iteration_next")
+                out.append(CpgAddress(desc.nodeid, desc.pid, 0))
+        finally:
+            libs.cpg.cpg_iteration_finalize(it.value)
+        return tuple(out)
+    finally:
+        libs.cpg.cpg_finalize(handle.value)
+
+
+# -- CFG: this node's id and ring address --------------------------------------------------------
+_AF_INET: Final = 2
+_AF_INET6: Final = 10
+
+
+def _sockaddr_text(raw: bytes) -> str:
+    """The numeric host of a ``struct sockaddr_in``/``sockaddr_in6`` (as getnameinfo gives)."""
+    import ipaddress
+
+    family = int.from_bytes(raw[:2], "little")
+    if family == _AF_INET:
+        return str(ipaddress.IPv4Address(raw[4:8]))
+    if family == _AF_INET6:
+        return str(ipaddress.IPv6Address(raw[8:24]))
+    raise CsError(f"corosync_cfg_get_node_addrs (address family {family})", 0)
+
+
+def local_node() -> tuple[int, str]:
+    """This corosync node's id and first ring address, as res_corosync reads them
+    (``corosync_cfg_local_get``, ``corosync_cfg_get_node_addrs``)."""
+    libs = load()
+    if libs.cfg is None:
+        raise TransportError(f"{_LIB_NAMES['cfg']} not found: apt-get install corosync")
+    handle = ctypes.c_uint64()
+    callbacks = _CfgCallbacks()
+    check(
+        libs.cfg.corosync_cfg_initialize(ctypes.byref(handle), ctypes.byref(callbacks)),
+        "corosync_cfg_initialize",
+    )
+    try:
+        nodeid = ctypes.c_uint32()
+        check(
+            libs.cfg.corosync_cfg_local_get(handle.value, ctypes.byref(nodeid)),
+            "corosync_cfg_local_get",
+        )
+        addrs = (_CfgNodeAddress * 8)()
+        n = ctypes.c_int(0)
+        check(
+            libs.cfg.corosync_cfg_get_node_addrs(
+                handle.value, nodeid.value, 8, ctypes.byref(n), addrs
+            ),
+            "corosync_cfg_get_node_addrs",
+        )
+        if n.value < 1:
+            raise CsError("corosync_cfg_get_node_addrs (no address)", 0)
+        # (reading .address would stop at the first NUL byte of the sockaddr)
+        raw = ctypes.string_at(ctypes.addressof(addrs[0]) + _CfgNodeAddress.address.offset, 28)
+        return nodeid.value, _sockaddr_text(raw)
+    finally:
+        libs.cfg.corosync_cfg_finalize(handle.value)
 
 
 # -- quorum -------------------------------------------------------------------------------------
