@@ -53,6 +53,11 @@ class PublishDriver:
         self._idle.clear()
         self._wake.set()
 
+    def retry_now(self) -> None:
+        """The server is back: send what waits for a back-off now."""
+        self.client.retry_now()
+        self._wake.set()
+
     def unpublish(self) -> None:
         self.client.unpublish()
         self._idle.clear()

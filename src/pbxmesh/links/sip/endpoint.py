@@ -357,6 +357,16 @@ class SipEndpoint:
         if pending is not None and pending.timer is not None:
             pending.timer.cancel()
 
+    def retransmit_now(self) -> int:
+        """Re-send every pending request at once (the peer is back; Timer E may be seconds
+        away). Returns how many were re-sent."""
+        # Only those still waiting for a final answer: a completed transaction is kept a
+        # while (Timer K) to absorb retransmitted answers, and must never go out again.
+        pending = [p for p in self._client_tx.values() if not p.future.done()]
+        for p in pending:
+            p.send(p.data)
+        return len(pending)
+
     @property
     def client_transactions(self) -> int:
         return len(self._client_tx)

@@ -1,0 +1,542 @@
+"""The link to one Asterisk over SIP PUBLISH (a :class:`~pbxmesh.links.base.Link`).
+
+Theory of operation
+-------------------
+pbxmesh becomes the local Asterisk's one ``res_pjsip_publish_asterisk`` peer. Asterisk then
+does the aggregation itself, in its own per-EID cache, so a hint such as
+``exten => 1234,hint,Custom:mystate`` shows the cluster value unchanged, and remote MWI
+reaches phones through res_pjsip_mwi without res_mwi_external (so app_voicemail may stay).
+
+**Local → cluster.** Asterisk's ``outbound-publish`` objects send every change of its own
+(local-EID) device states and mailboxes to :attr:`SipLinkConfig.listen`, Request-URI user
+:attr:`SipLinkConfig.resource`. Each PUBLISH goes through the RFC 3903 server
+(:class:`~.publication.PublicationServer`: 200 with a fresh ``SIP-ETag``, refresh and removal
+by ``SIP-If-Match``/``Expires``, 412/489/415/400 for the bad cases, a grace period past
+expiry for Asterisk's late refresh). A ``devicestate`` body becomes this server's own state
+(:meth:`~pbxmesh.links.base.LinkPort.device`), a ``mailboxstate`` body its own counts. The
+EID in Asterisk's bodies is remembered: it is the one EID never to send back.
+
+**Cluster → local.** The node tells the link every *other* origin's slot
+(``Interest.ORIGIN_DEVICES``) and remote mailboxes (``Interest.MWI``). Each goes to Asterisk
+as a ``devicestate``/``mailboxstate`` body under that origin's EID, through a
+:class:`~.client.PublishClient` with several publications per EID (a device always on the
+same one, so its states never overtake each other) -- Asterisk's own publisher keeps one
+PUBLISH in flight per publication. Asterisk aggregates each EID's slot with its own.
+
+**A departed server stops counting at once.** Asterisk never clears a remote EID's state (not
+on unpublish, expiry or the publisher's death). So when a slot is removed (its server left,
+or the device was dropped) the link publishes ``UNKNOWN`` under that EID: in Asterisk's
+aggregation UNKNOWN loses to every real state and beats only INVALID, and a device whose
+aggregate is UNKNOWN falls back to what the local driver says (``Idle`` for an unset
+``Custom:``), exactly as if the remote EID had never published. (INVALID would win when
+alone: the hint would turn ``Unavailable``.) An origin's own INVALID is published as UNKNOWN
+too: the node does not tell a removed slot from an INVALID one.
+
+**Never Asterisk's own EID.** Asterisk takes a body under its own EID as its local state and
+re-publishes it as its own. An origin whose EID equals the Asterisk's (two servers configured
+with one EID) is published under a stand-in EID (:func:`stand_in`) and logged as an error.
+
+**Link up and resync.** The link is *connected* while Asterisk answers an ``OPTIONS`` probe
+every :attr:`SipLinkConfig.keepalive` seconds. On every link-up it resyncs: a ``refresh``
+body, so Asterisk dumps its own states back; every other origin's slot and remote mailbox
+again; ``UNKNOWN`` for every (EID, device) it published earlier that the cluster no longer
+holds. A ``refresh`` from Asterisk (sent when it loads or reloads the module, i.e. after a
+restart) starts the same re-publication without the refresh of our own.
+
+Both directions may use digest (``username``/``secret``): Asterisk's PUBLISH is challenged
+(401) and Asterisk's challenge to ours is answered. Methods other than PUBLISH/OPTIONS get
+405, a Request-URI user other than :attr:`SipLinkConfig.resource` 404; nothing a peer sends
+stops the link (see :mod:`.endpoint`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from ...eid import EID
+from ...errors import ConfigError, LinkError, PbxmeshError, StateError
+from ...states import DeviceState
+from ...tasks import cancel_and_wait
+from ..base import Interest, Link, LinkPort, LinkStatus
+from .auth import DigestServer
+from .bodies import (
+    CONTENT_TYPE,
+    PACKAGES,
+    Body,
+    DeviceStateBody,
+    MailboxStateBody,
+    RefreshBody,
+)
+from .client import PublishClient, PublishConfig
+from .driver import PublishDriver
+from .endpoint import SipEndpoint, Source
+from .headers import uri_user
+from .message import Request, Response
+from .publication import PublicationConfig, PublicationServer, respond
+from .transaction import Timers, make_response
+
+__all__ = ["SipLink", "SipLinkConfig", "stand_in", "uri_hostport"]
+
+log = logging.getLogger(__name__)
+
+ALLOW: Final = "PUBLISH, OPTIONS"
+_SERVER: Final = "pbxmesh"
+_LOCAL_FAILURES: Final = (408, 503)  # what the endpoint answers itself: nobody there
+
+
+def uri_hostport(uri: str) -> tuple[str, int]:
+    """``(host, port)`` of a ``sip:user@host[:port][;params]`` URI (port 5060 by default)."""
+    _, colon, rest = uri.partition(":")
+    hostpart = rest.rpartition("@")[2].split(";")[0].split("?")[0]
+    if not colon or not hostpart:
+        raise ConfigError(f"{uri!r} is not a sip:user@host:port URI")
+    if hostpart.startswith("["):
+        host, _, tail = hostpart[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = hostpart.partition(":")
+    if not host:
+        raise ConfigError(f"{uri!r} has no host")
+    if not port_text:
+        return host, 5060
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{uri!r} has no valid port")
+    return host, int(port_text)
+
+
+def stand_in(origin: EID) -> EID:
+    """The EID to publish ``origin`` under when it equals the receiving Asterisk's own.
+
+    The locally administered bit (0x02 of the first byte) flipped: distinct from ``origin`` and
+    stable, so every publication of that origin lands in one slot of Asterisk's cache.
+    """
+    raw = bytearray(origin.raw)
+    raw[0] ^= 0x02
+    if not any(raw):
+        raw[5] ^= 0x01
+    return EID(bytes(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class SipLinkConfig:
+    """The ``[asterisk.sip]`` section, plus what the link shares."""
+
+    # pbxmesh's SIP listener (UDP and TCP): Asterisk's outbound-publish sends here.
+    listen: tuple[str, int] = ("127.0.0.1", 5070)
+    # Asterisk's inbound-publication: pbxmesh PUBLISHes here; its user names the section.
+    uri: str = "sip:pbxmesh@127.0.0.1:5060"
+    # The Request-URI user Asterisk's outbound-publish must use towards us (404 otherwise).
+    resource: str = "pbxmesh"
+    username: str | None = None  # digest in both directions, when given with secret
+    secret: str | None = None
+    transport: Literal["udp", "tcp"] = "udp"
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    share_mwi: bool = True
+    mwi_include: tuple[str, ...] = ("*",)
+    mwi_exclude: tuple[str, ...] = ()
+    slots: int = 8  # publications per EID and package: PUBLISHes in flight per EID
+    expires: int = 3600  # what our publications ask for
+    grace: float = 60.0  # Asterisk's publications are kept this long past their expiry
+    keepalive: float = 1.0  # seconds between OPTIONS probes
+    keepalive_timeout: float = 2.0  # a probe unanswered this long: Asterisk is down
+    asterisk_eid: EID | None = None  # Asterisk's entityid, if known before its first body
+
+    def __post_init__(self) -> None:
+        uri_hostport(self.uri)
+        if (self.username is None) != (self.secret is None):
+            raise ConfigError("give both username and secret, or neither")
+        if self.transport not in ("udp", "tcp"):
+            raise ConfigError(f'transport must be "udp" or "tcp", not {self.transport!r}')
+        if not self.resource or not self.resource.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"resource {self.resource!r} must be letters, digits, '-', '_'")
+        if self.keepalive <= 0 or self.keepalive_timeout <= 0 or self.slots < 1:
+            raise ConfigError("keepalive, keepalive_timeout and slots must be positive")
+
+    @property
+    def dest(self) -> tuple[str, int]:
+        return uri_hostport(self.uri)
+
+
+def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+        fnmatch.fnmatchcase(name, p) for p in exclude
+    )
+
+
+class SipLink(Link):
+    """Links one Asterisk to the node over SIP PUBLISH; see the module docstring."""
+
+    kind = "sip"
+    interest = Interest.ORIGIN_DEVICES | Interest.MWI
+
+    def __init__(self, config: SipLinkConfig, *, timers: Timers | None = None) -> None:
+        self.config = config
+        self.port: LinkPort | None = None
+        host, lport = config.listen
+        self.endpoint = SipEndpoint(host, lport, self._handle, timers=timers)
+        self.server = PublicationServer(PublicationConfig(grace=config.grace))
+        self.client = PublishClient(
+            PublishConfig(
+                uri=config.uri,
+                expires=config.expires,
+                slots=config.slots,
+                username=config.username,
+                secret=config.secret,
+            )
+        )
+        self.driver = PublishDriver(self.client, self.endpoint, config.dest, config.transport)
+        self._digest = (
+            DigestServer(config.username, config.secret)
+            if config.username is not None and config.secret is not None
+            else None
+        )
+        self.asterisk_eid: EID | None = config.asterisk_eid
+        #: (EID as published, device) -> state last published that is not UNKNOWN
+        self._held: dict[tuple[EID, str], DeviceState] = {}
+        self._alive = False
+        self._started = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._resync_wanted = asyncio.Event()
+        self._resync_refresh = False
+        self._syncing = False
+        self._sync_done = asyncio.Event()
+        self._warned: set[str] = set()
+        self._last_warning = -1e9
+        self.resyncs = 0
+        self.refreshes_answered = 0  # re-publications Asterisk asked for with a refresh
+        self.reconnects = 0
+        self.published = 0  # Asterisk's own changes reported to the node
+        self.protocol_errors = 0  # PUBLISHes answered with an error
+        self.skipped = 0
+        self.collisions = 0
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self, port: LinkPort) -> None:
+        self.port = port
+        if self._started:
+            return
+        try:
+            await self.endpoint.start()
+        except OSError as exc:
+            host, lport = self.config.listen
+            raise LinkError(f"cannot listen for SIP on {host}:{lport}: {exc}") from exc
+        self._started = True
+        self.driver.start()
+        self._tasks = [
+            asyncio.create_task(self._keepalive(), name="sip link keepalive"),
+            asyncio.create_task(self._resync_loop(), name="sip link resync"),
+        ]
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self._alive = False
+        await cancel_and_wait(*self._tasks)
+        self._tasks = []
+        await self.driver.close()
+        await self.endpoint.close()
+
+    def status(self) -> LinkStatus:
+        host, port = self.config.dest
+        lhost, lport = self.config.listen
+        return LinkStatus(
+            kind=self.kind,
+            address=f"{host}:{port}",
+            connected=self._alive,
+            resyncs=self.resyncs,
+            reconnects=self.reconnects,
+            published=self.published,
+            queue_depth=self.client.queued if self._started else 0,
+            protocol_errors=self.protocol_errors + self.endpoint.stats["malformed"],
+            extra={
+                "listen": f"{lhost}:{self.endpoint.port or lport}",
+                "asterisk_eid": str(self.asterisk_eid) if self.asterisk_eid else None,
+                "publications_in": len(self.server),
+                "in_flight": self.client.in_flight,
+                "publish_failures": self.driver.failures,
+                "eid_collisions": self.collisions,
+                "refreshes_answered": self.refreshes_answered,
+                "skipped": self.skipped,
+                "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
+                "timeouts": self.endpoint.stats["timeouts"],
+            },
+        )
+
+    async def wait_synced(self) -> None:
+        await self._sync_done.wait()
+        self._sync_done.clear()
+
+    async def wait_idle(self) -> None:
+        while True:
+            await self.driver.wait_idle()
+            if not self._syncing and not self._resync_wanted.is_set() and self.client.idle:
+                return
+            await asyncio.sleep(0.01)
+
+    # -- naming ----------------------------------------------------------------------------
+
+    def shares_device(self, device: str) -> bool:
+        return _selected(device, self.config.include, self.config.exclude)
+
+    def shares_mailbox(self, mailbox: str) -> bool:
+        return self.config.share_mwi and _selected(
+            mailbox, self.config.mwi_include, self.config.mwi_exclude
+        )
+
+    def wire_eid(self, origin: EID) -> EID:
+        """The EID ``origin``'s states are published under to this Asterisk."""
+        if origin == self.asterisk_eid:
+            return stand_in(origin)
+        return origin
+
+    def _learn_eid(self, eid: EID) -> None:
+        if eid == self.asterisk_eid:
+            return
+        previous, self.asterisk_eid = self.asterisk_eid, eid
+        log.info("SIP link: Asterisk's entity id is %s (was %s)", eid, previous or "unknown")
+        if self.port is None:
+            return
+        origins = {o for _, o, _ in self.port.origin_devices()}
+        origins |= {w for _, _, w in self.port.remote_mwi().values()}
+        if eid in origins or previous in origins:
+            self.collisions += 1
+            log.error(
+                "another server uses this Asterisk's entity id %s: its states are published "
+                "here under %s; give every server its own entityid (asterisk.conf)",
+                eid,
+                stand_in(eid),
+            )
+            self._want_resync(refresh=False)
+
+    # -- cluster → Asterisk ----------------------------------------------------------------
+
+    def origin_device(self, device: str, origin: EID, state: DeviceState) -> None:
+        if self._started and self.shares_device(device):
+            self._send_device(device, self.wire_eid(origin), state)
+
+    def origin_left(self, origin: EID) -> None:
+        log.info("SIP link: server %s left; its states were published UNKNOWN here", origin)
+
+    def remote_mwi(self, mailbox: str, new: int, old: int, writer: EID) -> None:
+        if self._started and self.shares_mailbox(mailbox):
+            self._send(MailboxStateBody(mailbox, new, old, self.wire_eid(writer)))
+
+    def _send_device(self, device: str, eid: EID, state: DeviceState) -> None:
+        if state is DeviceState.INVALID:
+            state = DeviceState.UNKNOWN  # removed: UNKNOWN never wins (module docstring)
+        key = (eid, device)
+        if state is DeviceState.UNKNOWN:
+            if self._held.pop(key, None) is None:
+                return  # Asterisk holds nothing there (and would swallow UNKNOWN anyway)
+        else:
+            self._held[key] = state
+        self._send(DeviceStateBody(device, state, eid))
+
+    def _send(self, body: Body) -> None:
+        try:
+            self.driver.publish(body)
+        except PbxmeshError as exc:  # pragma: no cover - bodies are validated on creation
+            log.warning("SIP link: not published: %s", exc)
+
+    # -- Asterisk → cluster ----------------------------------------------------------------
+
+    def _warn(self, text: str, *args: object) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_warning >= 1.0:
+            self._last_warning = now
+            log.warning(text, *args)
+        else:
+            log.debug(text, *args)
+
+    def _handle(self, request: Request, source: Source) -> Response | None:
+        method = request.method
+        if method == "ACK":
+            return None
+        if method == "OPTIONS":
+            headers = (
+                ("Allow", ALLOW),
+                ("Accept", CONTENT_TYPE),
+                ("Allow-Events", ", ".join(PACKAGES)),
+            )
+            return make_response(request, 200, "OK", headers, source=source.address)
+        if method != "PUBLISH":
+            self._warn("SIP %s from %s:%d answered 405", method, *source.address)
+            return make_response(
+                request, 405, "Method Not Allowed", (("Allow", ALLOW),), source=source.address
+            )
+        user = uri_user(request.uri)
+        if user != self.config.resource:
+            self.protocol_errors += 1
+            self._warn("SIP PUBLISH for unknown user %r from %s:%d: 404", user, *source.address)
+            return make_response(request, 404, "Not Found", source=source.address)
+        now = asyncio.get_running_loop().time()
+        if self._digest is not None:
+            verdict = self._digest.check(request.get("Authorization"), "PUBLISH", now)
+            if not verdict.ok:
+                if request.get("Authorization") is not None:
+                    self._warn(
+                        "SIP PUBLISH from %s:%d refused: %s", *source.address, verdict.reason
+                    )
+                challenge = (("WWW-Authenticate", verdict.challenge or ""),)
+                return make_response(request, 401, "Unauthorized", challenge, source=source.address)
+        outcome = self.server.handle(request, now)
+        if outcome.status != 200:
+            self.protocol_errors += 1
+            self._warn(
+                "SIP PUBLISH from %s:%d answered %d: %s",
+                *source.address,
+                outcome.status,
+                outcome.detail,
+            )
+        elif outcome.body is not None:
+            self._apply(outcome.body)
+        return respond(request, outcome, source=source.address, server=_SERVER)
+
+    def _apply(self, body: Body) -> None:
+        self._learn_eid(body.eid)
+        port = self.port
+        if port is None:
+            return
+        match body:
+            case RefreshBody():
+                # Asterisk (re)loaded the module. While it boots it answers nothing, so the
+                # keep-alive sees it down, then up, and that resync re-publishes everything;
+                # a refresh while the link is up (a reload, a restart quicker than the probe)
+                # is answered here.
+                log.info("SIP link: Asterisk %s asked for a refresh", body.eid)
+                if self._alive:
+                    self._want_resync(refresh=False)
+            case DeviceStateBody():
+                if not self.shares_device(body.device):
+                    return
+                try:
+                    port.device(body.device, body.state)
+                except StateError as exc:
+                    self._skip(body.device, exc)
+                    return
+                self.published += 1
+            case MailboxStateBody():
+                if not self.shares_mailbox(body.uniqueid):
+                    return
+                try:
+                    port.mwi(body.uniqueid, body.new, body.old)
+                except StateError as exc:
+                    self._skip(body.uniqueid, exc)
+                    return
+                self.published += 1
+
+    def _skip(self, name: str, exc: StateError) -> None:
+        self.skipped += 1
+        if name not in self._warned and len(self._warned) < 1000:
+            self._warned.add(name)
+            log.warning("not shared: %s", exc)
+
+    # -- liveness and resync ---------------------------------------------------------------
+
+    def _set_alive(self, alive: bool) -> None:
+        if alive == self._alive:
+            return
+        self._alive = alive
+        host, port = self.config.dest
+        if alive:
+            log.info("SIP link up: Asterisk answers at %s:%d", host, port)
+            self._want_resync(refresh=True)
+            self.driver.retry_now()
+            self.endpoint.retransmit_now()
+        else:
+            self.reconnects += 1
+            log.warning("SIP link down: Asterisk at %s:%d does not answer", host, port)
+
+    async def _probe(self) -> bool:
+        host, port = self.config.dest
+        request = Request(
+            "OPTIONS",
+            f"sip:{host}:{port}" if ":" not in host else f"sip:[{host}]:{port}",
+            (
+                ("From", f"<sip:{self.config.resource}@{self.config.listen[0]}>;tag=probe"),
+                ("To", f"<sip:{host}>"),
+                ("Call-ID", f"probe-{id(self):x}-{self.endpoint.port}"),
+                ("CSeq", "1 OPTIONS"),
+                ("Max-Forwards", "70"),
+                ("User-Agent", _SERVER),
+            ),
+        )
+        try:
+            async with asyncio.timeout(self.config.keepalive_timeout):
+                answer = await self.endpoint.request(request, (host, port), self.config.transport)
+        except TimeoutError:
+            return False
+        return answer.status not in _LOCAL_FAILURES
+
+    async def _keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            up = await self._probe()
+            if up != self._alive:
+                self._set_alive(up)
+            self.server.expire(loop.time())
+            await asyncio.sleep(self.config.keepalive)
+
+    def _want_resync(self, *, refresh: bool) -> None:
+        self._resync_refresh = self._resync_refresh or refresh
+        self._resync_wanted.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await self._resync_wanted.wait()
+            self._resync_wanted.clear()
+            refresh, self._resync_refresh = self._resync_refresh, False
+            self._syncing = True
+            try:
+                await self._resync(refresh)
+            except PbxmeshError as exc:
+                log.warning("SIP link resync failed: %s", exc)
+            finally:
+                self._syncing = False
+
+    async def _resync(self, refresh: bool) -> None:
+        port = self.port
+        if port is None:
+            return
+        if refresh:
+            self._send(RefreshBody(self.wire_eid(port.origin)))
+        current: dict[tuple[EID, str], DeviceState] = {}
+        for device, origin, state in port.origin_devices():
+            if self.shares_device(device) and state not in (DeviceState.INVALID,):
+                current[(self.wire_eid(origin), device)] = state
+        stale = [key for key in self._held if key not in current]
+        for eid, device in stale:
+            self._send(DeviceStateBody(device, DeviceState.UNKNOWN, eid))
+            del self._held[(eid, device)]
+        for (eid, device), state in current.items():
+            self._held[(eid, device)] = state
+            self._send(DeviceStateBody(device, state, eid))
+        mailboxes = 0
+        for box, (new, old, writer) in port.remote_mwi().items():
+            if self.shares_mailbox(box):
+                mailboxes += 1
+                self._send(MailboxStateBody(box, new, old, self.wire_eid(writer)))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await self.driver.wait_idle()
+        if refresh:  # one per link-up ("connection"); Asterisk's own refreshes are counted apart
+            self.resyncs += 1
+            self._sync_done.set()
+        else:
+            self.refreshes_answered += 1
+        log.info(
+            "SIP resync done peer=%s:%d remote_devices=%d cleared=%d mailboxes=%d refresh=%s",
+            *self.config.dest,
+            len(current),
+            len(stale),
+            mailboxes,
+            refresh,
+        )
