@@ -147,20 +147,31 @@ class Daemon:
             return []
         from .links.ami import AmiConfig, AmiLink, AmiLinkConfig
 
+        links: list[Link] = []
+        if ast.sip is not None:
+            from .links.sip.link import SipLink, sip_link_config
+
+            links.append(SipLink(sip_link_config(ast)))
+        if ast.ami is None:
+            return links
         host, port = ast.ami
-        return [
+        # Beside a SIP link, AMI shares nothing (DeviceStateChange would then carry Asterisk's
+        # aggregate, remote states included, back as local): it serves `pbxmesh hints`.
+        shared = ast.sip is None
+        links.append(
             AmiLink(
                 AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),
                 AmiLinkConfig(
-                    include=ast.include,
+                    include=ast.include if shared else (),
                     exclude=ast.exclude,
                     template=ast.remote_template,
-                    share_mwi=ast.mwi,
+                    share_mwi=ast.mwi and shared,
                     mwi_include=ast.include,
                     mwi_exclude=ast.exclude,
                 ),
             )
-        ]
+        )
+        return links
 
     async def _open_links(self, ast: AsteriskConfig | None) -> None:
         for link in self._make_links(ast):

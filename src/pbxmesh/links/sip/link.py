@@ -25,12 +25,16 @@ PUBLISH in flight per publication. Asterisk aggregates each EID's slot with its 
 
 **A departed server stops counting at once.** Asterisk never clears a remote EID's state (not
 on unpublish, expiry or the publisher's death). So when a slot is removed (its server left,
-or the device was dropped) the link publishes ``UNKNOWN`` under that EID: in Asterisk's
-aggregation UNKNOWN loses to every real state and beats only INVALID, and a device whose
-aggregate is UNKNOWN falls back to what the local driver says (``Idle`` for an unset
-``Custom:``), exactly as if the remote EID had never published. (INVALID would win when
-alone: the hint would turn ``Unavailable``.) An origin's own INVALID is published as UNKNOWN
-too: the node does not tell a removed slot from an INVALID one.
+or the device was dropped) the link publishes a value that never wins under that EID
+(:func:`neutral`): in Asterisk's aggregation INVALID is the identity and UNKNOWN beats only
+INVALID, so against any real state of another server both vanish. Where nothing else holds
+the device they differ, and the link picks what Asterisk would show had that server never
+published: UNKNOWN (``Idle``) for ``Custom:`` devices, which func_devstate reads UNKNOWN
+when unset; INVALID (``Unavailable``) for the rest, a device this server does not have.
+The node does not tell a removed slot from one whose state is INVALID, so an INVALID
+``Custom:`` state of another server is published UNKNOWN as well: the one cell of the
+aggregation table that differs is ``Custom:`` INVALID on every server (``Idle``, natively
+``Unavailable``).
 
 **Never Asterisk's own EID.** Asterisk takes a body under its own EID as its local state and
 re-publishes it as its own. An origin whose EID equals the Asterisk's (two servers configured
@@ -56,7 +60,7 @@ import contextlib
 import fnmatch
 import logging
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from ...eid import EID
 from ...errors import ConfigError, LinkError, PbxmeshError, StateError
@@ -80,7 +84,10 @@ from .message import Request, Response
 from .publication import PublicationConfig, PublicationServer, respond
 from .transaction import Timers, make_response
 
-__all__ = ["SipLink", "SipLinkConfig", "stand_in", "uri_hostport"]
+if TYPE_CHECKING:
+    from ...config import AsteriskConfig
+
+__all__ = ["SipLink", "SipLinkConfig", "sip_link_config", "stand_in", "uri_hostport"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +127,18 @@ def stand_in(origin: EID) -> EID:
     if not any(raw):
         raw[5] ^= 0x01
     return EID(bytes(raw))
+
+
+def neutral(device: str) -> DeviceState:
+    """What a removed slot is published as: the value Asterisk would show had that server
+    never published the device.
+
+    Both candidates lose to every real state (INVALID is the identity of the aggregation,
+    UNKNOWN beats only INVALID); they differ when nothing else holds the device. A ``Custom:``
+    device nobody set reads UNKNOWN from func_devstate, so UNKNOWN (hint ``Idle``); any other
+    device a server does not have reads INVALID (hint ``Unavailable``), so INVALID.
+    """
+    return DeviceState.UNKNOWN if device[:7].lower() == "custom:" else DeviceState.INVALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +342,7 @@ class SipLink(Link):
             self._send_device(device, self.wire_eid(origin), state)
 
     def origin_left(self, origin: EID) -> None:
-        log.info("SIP link: server %s left; its states were published UNKNOWN here", origin)
+        log.info("SIP link: server %s left; its states were neutralised here", origin)
 
     def remote_mwi(self, mailbox: str, new: int, old: int, writer: EID) -> None:
         if self._started and self.shares_mailbox(mailbox):
@@ -331,9 +350,9 @@ class SipLink(Link):
 
     def _send_device(self, device: str, eid: EID, state: DeviceState) -> None:
         if state is DeviceState.INVALID:
-            state = DeviceState.UNKNOWN  # removed: UNKNOWN never wins (module docstring)
+            state = neutral(device)  # removed: a value that never wins (module docstring)
         key = (eid, device)
-        if state is DeviceState.UNKNOWN:
+        if state is DeviceState.UNKNOWN or state is DeviceState.INVALID:
             if self._held.pop(key, None) is None:
                 return  # Asterisk holds nothing there (and would swallow UNKNOWN anyway)
         else:
@@ -514,7 +533,7 @@ class SipLink(Link):
                 current[(self.wire_eid(origin), device)] = state
         stale = [key for key in self._held if key not in current]
         for eid, device in stale:
-            self._send(DeviceStateBody(device, DeviceState.UNKNOWN, eid))
+            self._send(DeviceStateBody(device, neutral(device), eid))
             del self._held[(eid, device)]
         for (eid, device), state in current.items():
             self._held[(eid, device)] = state
@@ -540,3 +559,27 @@ class SipLink(Link):
             mailboxes,
             refresh,
         )
+
+
+def sip_link_config(ast: AsteriskConfig) -> SipLinkConfig:
+    """The link's configuration from ``[asterisk]`` and ``[asterisk.sip]``."""
+    sip = ast.sip
+    if sip is None:
+        raise ConfigError("no [asterisk.sip] section")
+    return SipLinkConfig(
+        listen=sip.listen,
+        uri=sip.uri,
+        resource=_uri_user(sip.uri),
+        username=sip.username,
+        secret=sip.secret,
+        transport="tcp" if sip.transport == "tcp" else "udp",
+        include=ast.include,
+        exclude=ast.exclude,
+        share_mwi=ast.mwi,
+        mwi_include=ast.include,
+        mwi_exclude=ast.exclude,
+    )
+
+
+def _uri_user(uri: str) -> str:
+    return uri_user(uri) or "pbxmesh"
