@@ -234,6 +234,7 @@ class SipLink(Link):
         self.protocol_errors = 0  # PUBLISHes answered with an error
         self.skipped = 0
         self.collisions = 0
+        self.probes_failed = 0  # OPTIONS probes Asterisk did not answer
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -283,6 +284,7 @@ class SipLink(Link):
                 "publish_failures": self.driver.failures,
                 "eid_collisions": self.collisions,
                 "refreshes_answered": self.refreshes_answered,
+                "probes_failed": self.probes_failed,
                 "skipped": self.skipped,
                 "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
                 "timeouts": self.endpoint.stats["timeouts"],
@@ -492,8 +494,12 @@ class SipLink(Link):
             async with asyncio.timeout(self.config.keepalive_timeout):
                 answer = await self.endpoint.request(request, (host, port), self.config.transport)
         except TimeoutError:
+            self.probes_failed += 1
             return False
-        return answer.status not in _LOCAL_FAILURES
+        if answer.status in _LOCAL_FAILURES:
+            self.probes_failed += 1
+            return False
+        return True
 
     async def _keepalive(self) -> None:
         loop = asyncio.get_running_loop()
