@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.codec import Event
 from pbxmesh.links.sip.asterisk_conf import MODULES, modules_conf, pjsip_conf
+from pbxmesh.eid import EID
 from pbxmesh.links.sip.link import SipLinkConfig
+from pbxmesh.pbxsim.dialplan import parse_hints
+from pbxmesh.pbxsim.pbx import SimPbx
+from pbxmesh.pbxsim.server import SimServer
+from pbxmesh.pbxsim.sip import SimSip
 from pbxmesh.states import DeviceState, parse_state
 from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, free_port
 
-__all__ = ["HINT_MODULES", "SipAsterisk", "sip_asterisk"]
+__all__ = ["HINT_MODULES", "SimSipAsterisk", "SipAsterisk", "sip_asterisk"]
 
 #: Hints, Custom: devices and AMI DeviceStateChange, for tests.
 HINT_MODULES = ("pbx_config", "func_devstate", "res_manager_devicestate")
@@ -82,13 +89,19 @@ class SipAsterisk:
             on_event=self._event,
         )
 
+    async def _start(self) -> None:
+        await asyncio.to_thread(self.star.start)
+
+    async def _stop(self) -> None:
+        await asyncio.to_thread(self.star.stop)
+
     def _event(self, event: Event) -> None:
         if event.name == "MessageWaiting":
             box = event.get("Mailbox") or ""
             self.waiting[box] = (int(event.get("New") or 0), int(event.get("Old") or 0))
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.star.start)
+        await self._start()
         await self.ami.start()
         async with asyncio.timeout(20):
             await self.ami.wait_connected()
@@ -112,11 +125,37 @@ class SipAsterisk:
         return self.waiting.get(mailbox, (0, 0))
 
     async def restart(self) -> None:
-        await asyncio.to_thread(self.star.stop)
+        await self._stop()
         await asyncio.sleep(1.0)  # long enough for the link's keep-alive to see it gone
-        await asyncio.to_thread(self.star.start)
+        await self._start()
 
     async def close(self) -> None:
         await self.ami.close()
-        await asyncio.to_thread(self.star.stop)
+        await self._stop()
         self.star.cleanup()
+
+
+class SimSipAsterisk(SipAsterisk):
+    """The PBX simulator speaking the SIP subset (pbxsim/sip.py), driven the same way."""
+
+    def __init__(self, state_dir: Path, eid: str, peer: str) -> None:
+        self.state_dir, self.eid, self.peer = state_dir, EID.parse(eid), peer
+        self.ami_port, self.sip_port = free_port(), free_port()
+        self.sim: tuple[SimServer, SimSip] | None = None
+        star = SimpleNamespace(ami_port=self.ami_port, cleanup=lambda: None)
+        super().__init__(star)  # type: ignore[arg-type]
+
+    async def _start(self) -> None:
+        pbx = SimPbx(parse_hints(""), self.state_dir)
+        server = SimServer(pbx, AMI_USER, AMI_SECRET)
+        await server.start("127.0.0.1", self.ami_port)
+        sip = SimSip(pbx, self.eid, ("127.0.0.1", self.sip_port), self.peer)
+        await sip.start()
+        self.sim = (server, sip)
+
+    async def _stop(self) -> None:
+        if self.sim is not None:
+            server, sip = self.sim
+            self.sim = None
+            await sip.close()
+            await server.close()
