@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+from pbxmesh.eid import EID
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.codec import Event
 from pbxmesh.links.sip.asterisk_conf import MODULES, modules_conf, pjsip_conf
-from pbxmesh.eid import EID
 from pbxmesh.links.sip.link import SipLinkConfig
 from pbxmesh.pbxsim.dialplan import parse_hints
 from pbxmesh.pbxsim.pbx import SimPbx
