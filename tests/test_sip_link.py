@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pbxmesh.cli import main as cli_main
 from pbxmesh.config import load_config
@@ -296,3 +298,61 @@ async def wait(check, what: str, within: float = 5.0) -> None:  # type: ignore[n
         if loop.time() > end:
             raise AssertionError(f"not within {within}s: {what}")
         await asyncio.sleep(0.01)
+
+
+_HEADER_NAMES = ["Event", "Expires", "SIP-If-Match", "Content-Type", "Authorization", "X-Junk"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(["PUBLISH", "OPTIONS", "INVITE", "ACK", "BYE", "NOTIFY"]),
+    user=st.sampled_from(["pbxmesh", "other", ""]),
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from(_HEADER_NAMES),
+            st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(str.strip),
+        ),
+        max_size=6,
+    ),
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda t, d, s, e: json.dumps({"type": t, "device": d, "state": s, "eid": e}).encode(),
+            st.sampled_from(["devicestate", "mailboxstate", "refresh", "x"]),
+            st.text(max_size=90),
+            st.sampled_from(["INUSE", "FOO", "", "inuse"]),
+            st.sampled_from([str(THERE), "zz", ""]),
+        ),
+    ),
+)
+def test_hostile_requests_get_an_answer_never_a_crash(
+    method: str, user: str, headers: list[tuple[str, str]], body: bytes
+) -> None:
+    """Whatever a peer sends, the link answers with a SIP status (or nothing to an ACK) and
+    reports only valid states."""
+
+    async def one() -> None:
+        link = SipLink(SipLinkConfig(listen=("127.0.0.1", 0)))
+        port = FakeCluster()
+        link.port = port
+        base = (
+            ("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKfuzz"),
+            ("From", "<sip:a@127.0.0.1>;tag=1"),
+            ("To", "<sip:b@127.0.0.1>"),
+            ("Call-ID", "fuzz"),
+            ("CSeq", f"1 {method}"),
+        )
+        uri = f"sip:{user}@127.0.0.1" if user else "sip:127.0.0.1"
+        try:
+            request = Request(method, uri, base + tuple((n, v) for n, v in headers if v), body)
+        except ValueError:
+            return  # not a request our codec would have produced from bytes either
+        answer = link._handle(request, Source("udp", ("127.0.0.1", 5060)))
+        if method == "ACK":
+            assert answer is None
+        else:
+            assert answer is not None and 200 <= answer.status < 700
+        for _, state in port.published:
+            assert isinstance(state, DeviceState)
+
+    asyncio.run(one())
