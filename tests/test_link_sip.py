@@ -8,6 +8,7 @@ device nothing local holds: the other servers' states, aggregated by Asterisk it
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from pbxmesh.links.sip.link import SipLink, SipLinkConfig
+from pbxmesh.states import DeviceState
+from tests.ami_helpers import THERE, FakeCluster
 from tests.harness.asterisk import eid_of, free_port
 from tests.link_contract import *  # noqa: F403 - the contract's test functions
 from tests.link_contract import Asterisk
@@ -57,3 +60,48 @@ async def link_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "asterisk":
         request.getfixturevalue("require_asterisk")
     yield SipBackend(request.param, tmp_path)
+
+
+@pytest.mark.asterisk
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_digest_both_ways_and_tcp_on_a_real_asterisk(
+    require_asterisk: None, transport: str
+) -> None:
+    """With username/secret, each side challenges the other (the auth object that
+    ``asterisk-config`` prints); with transport tcp, pbxmesh publishes over TCP."""
+    star, config = sip_asterisk(
+        "auth", eid_of(next(_numbers)), secret="s3cr3t", transport=transport
+    )
+    ast = SipAsterisk(star)
+    await ast.start()
+    port = FakeCluster()
+    link = SipLink(replace(config, keepalive=0.2))
+    try:
+        await link.start(port)
+        async with asyncio.timeout(20):
+            await link.wait_synced()
+        await ast.set_device("Custom:authed", DeviceState.BUSY)
+        await wait_for(lambda: port.last("Custom:authed") is DeviceState.BUSY, "reported")
+        link.origin_device("Custom:far", THERE, DeviceState.RINGING)
+        await wait_for(
+            lambda: ast.remote_device("Custom:far"), "written", expect=DeviceState.RINGING
+        )
+        assert link.status().extra["publish_failures"] == 0
+        assert "Unauthorized" not in star.messages()
+    finally:
+        await link.close()
+        await ast.close()
+
+
+async def wait_for(check, what: str, expect=True, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while True:
+        got = check()
+        if not isinstance(got, (bool, DeviceState)):
+            got = await got
+        if got == expect:
+            return
+        if loop.time() > end:
+            raise AssertionError(f"not within {within}s: {what} (last {got!r})")
+        await asyncio.sleep(0.02)

@@ -117,6 +117,10 @@ def pjsip_conf(config: SipLinkConfig, *, transport: bool = True) -> str:
             f"server_uri = {server_uri}",
             f"event = {event}",
         ]
+        if proto == "tcp":
+            out.append(
+                f"transport = {name}-transport-tcp   ; a TCP transport (yours, with --no-transport)"
+            )
         if auth:
             out.append(f"outbound_auth = {name}-auth")
         out.append("")
