@@ -216,6 +216,22 @@ async def test_a_killed_pbxmesh_stops_counting_everywhere_and_returns(
         await wait_until(lambda: c.shows("Busy"), 20, "pbx3 has pbx2's NOT_INUSE after restart")
 
 
+async def test_a_server_leaving_while_a_pbxmesh_is_down_is_cleared_at_its_restart(
+    require_asterisk, corosync_loopback, corosync_group
+) -> None:
+    async with sip_servers(3, corosync_group, 23815) as (a, b, c):
+        await c.set("BUSY")
+        await all_show((a, b), "Busy", "Busy from pbx3")
+        held = a.node.state_dir / "sip-published.json"
+        await wait_until(lambda: held.exists() and "Custom:mystate" in held.read_text(), 5, "saved")
+        await asyncio.to_thread(a.node.kill)  # pbx1's pbxmesh dies ...
+        await asyncio.to_thread(c.node.stop)  # ... and pbx3 leaves meanwhile
+        await wait_until(lambda: b.shows("Idle"), 5, "pbx2 no longer counts pbx3")
+        assert await a.shows("Busy")  # nobody can tell pbx1's Asterisk yet
+        await asyncio.to_thread(a.node.start)
+        await wait_until(lambda: a.shows("Idle"), 20, "restarted pbx1 cleared pbx3's state")
+
+
 async def test_a_restarted_asterisk_gets_every_remote_state_back(
     require_asterisk, corosync_loopback, corosync_group
 ) -> None:

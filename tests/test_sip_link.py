@@ -356,3 +356,47 @@ def test_hostile_requests_get_an_answer_never_a_crash(
             assert isinstance(state, DeviceState)
 
     asyncio.run(one())
+
+
+async def test_a_restarted_link_neutralises_what_asterisk_still_holds(tmp_path: Path) -> None:
+    """Asterisk kept running while pbxmesh restarted, and a server left meanwhile: its states
+    are still in Asterisk, and the restarted link clears them from its state file."""
+    asterisk = FakeAsterisk()
+    ast_end = SipEndpoint("127.0.0.1", 0, asterisk.handle, timers=Timers.fast())
+    await ast_end.start()
+    config = SipLinkConfig(
+        listen=("127.0.0.1", 0),
+        uri=f"sip:pbxmesh@127.0.0.1:{ast_end.port}",
+        keepalive=0.05,
+        state_file=tmp_path / "sip-published.json",
+    )
+    try:
+        first = SipLink(config, timers=Timers.fast())
+        port = FakeCluster()
+        port.slots["Custom:gone"] = {"there": S.BUSY}
+        port.slots["PJSIP/kept"] = {"there": S.INUSE}
+        await first.start(port)
+        async with asyncio.timeout(5):
+            await first.wait_synced()
+        await first.close()  # (a kill -9 would lose at most one keep-alive tick of changes)
+        assert config.state_file is not None and "Custom:gone" in config.state_file.read_text()
+        asterisk.bodies.clear()
+        del port.slots["Custom:gone"]  # THERE dropped the device while pbxmesh was down
+        second = SipLink(config, timers=Timers.fast())
+        await second.start(port)
+        async with asyncio.timeout(5):
+            await second.wait_synced()
+        await second.close()
+        got = {b["device"]: b["state"] for b in asterisk.bodies if b["type"] == "devicestate"}
+        assert got == {"Custom:gone": "UNKNOWN", "PJSIP/kept": "INUSE"}
+    finally:
+        await ast_end.close()
+
+
+async def test_an_unreadable_state_file_is_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "sip-published.json"
+    path.write_text("{not json")
+    link = SipLink(SipLinkConfig(listen=("127.0.0.1", 0), state_file=path))
+    await link.start(FakeCluster())
+    await link.close()
+    assert path.read_text() == "{not json"  # nothing changed, nothing overwritten

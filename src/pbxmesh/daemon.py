@@ -142,7 +142,7 @@ class Daemon:
 
     # -- links to Asterisk ------------------------------------------------------------------
     @staticmethod
-    def _make_links(ast: AsteriskConfig | None) -> list[Link]:
+    def _make_links(ast: AsteriskConfig | None, state_dir: Path | None = None) -> list[Link]:
         if ast is None:
             return []
         from .links.ami import AmiConfig, AmiLink, AmiLinkConfig
@@ -151,7 +151,8 @@ class Daemon:
         if ast.sip is not None:
             from .links.sip.link import SipLink, sip_link_config
 
-            links.append(SipLink(sip_link_config(ast)))
+            held = state_dir / "sip-published.json" if state_dir is not None else None
+            links.append(SipLink(sip_link_config(ast, state_file=held)))
         if ast.ami is None:
             return links
         host, port = ast.ami
@@ -174,7 +175,7 @@ class Daemon:
         return links
 
     async def _open_links(self, ast: AsteriskConfig | None) -> None:
-        for link in self._make_links(ast):
+        for link in self._make_links(ast, self.config.node.state_dir):
             await self.node.add_link(link)
             self.links.append(link)
 

@@ -40,6 +40,11 @@ aggregation table that differs is ``Custom:`` INVALID on every server (``Idle``,
 re-publishes it as its own. An origin whose EID equals the Asterisk's (two servers configured
 with one EID) is published under a stand-in EID (:func:`stand_in`) and logged as an error.
 
+What Asterisk holds from the link, (EID, device) pairs, is kept in
+:attr:`SipLinkConfig.state_file` (written each keep-alive tick when changed, and at close): a
+pbxmesh restarted while Asterisk kept running still neutralises the states of servers that
+left meanwhile.
+
 **Link up and resync.** The link is *connected* while Asterisk answers an ``OPTIONS`` probe
 every :attr:`SipLinkConfig.keepalive` seconds. On every link-up it resyncs: a ``refresh``
 body, so Asterisk dumps its own states back; every other origin's slot and remote mailbox
@@ -58,12 +63,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 from ...eid import EID
 from ...errors import ConfigError, LinkError, PbxmeshError, StateError
+from ...files import atomic_write
 from ...states import DeviceState
 from ...tasks import cancel_and_wait
 from ..base import Interest, Link, LinkPort, LinkStatus
@@ -165,6 +173,9 @@ class SipLinkConfig:
     keepalive: float = 1.0  # seconds between OPTIONS probes
     keepalive_timeout: float = 2.0  # a probe unanswered this long: Asterisk is down
     asterisk_eid: EID | None = None  # Asterisk's entityid, if known before its first body
+    # Where the (EID, device) pairs Asterisk holds from this link are kept, so that a restarted
+    # pbxmesh still neutralises those of servers that left while it was down.
+    state_file: Path | None = None
 
     def __post_init__(self) -> None:
         uri_hostport(self.uri)
@@ -218,6 +229,7 @@ class SipLink(Link):
         self.asterisk_eid: EID | None = config.asterisk_eid
         #: (EID as published, device) -> state last published that is not UNKNOWN
         self._held: dict[tuple[EID, str], DeviceState] = {}
+        self._held_dirty = False
         self._alive = False
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -247,6 +259,7 @@ class SipLink(Link):
         except OSError as exc:
             host, lport = self.config.listen
             raise LinkError(f"cannot listen for SIP on {host}:{lport}: {exc}") from exc
+        self._load_held()
         self._started = True
         self.driver.start()
         self._tasks = [
@@ -263,6 +276,38 @@ class SipLink(Link):
         self._tasks = []
         await self.driver.close()
         await self.endpoint.close()
+        self._save_held()
+
+    # -- what Asterisk holds from us, across restarts --------------------------------------
+
+    def _load_held(self) -> None:
+        path = self.config.state_file
+        if path is None:
+            return
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            held = {(EID.parse(e), str(d)): DeviceState[s] for e, d, s in rows}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Only a cache: without it, states of servers that left while pbxmesh was down
+            # stay in Asterisk until those servers come back or Asterisk restarts.
+            log.warning("SIP link: %s is unreadable (%s); starting without it", path, exc)
+            return
+        held.update(self._held)
+        self._held = held
+        log.info("SIP link: %d states published to Asterisk before the restart", len(held))
+
+    def _save_held(self) -> None:
+        path = self.config.state_file
+        if path is None or not self._held_dirty:
+            return
+        rows = [[str(e), d, s.name] for (e, d), s in self._held.items()]
+        try:
+            atomic_write(path, json.dumps(rows))
+            self._held_dirty = False
+        except OSError as exc:
+            log.warning("SIP link: cannot write %s: %s", path, exc)
 
     def status(self) -> LinkStatus:
         host, port = self.config.dest
@@ -357,8 +402,9 @@ class SipLink(Link):
         if state is DeviceState.UNKNOWN or state is DeviceState.INVALID:
             if self._held.pop(key, None) is None:
                 return  # Asterisk holds nothing there (and would swallow UNKNOWN anyway)
-        else:
+        elif self._held.get(key) is not state:
             self._held[key] = state
+        self._held_dirty = True
         self._send(DeviceStateBody(device, state, eid))
 
     def _send(self, body: Body) -> None:
@@ -508,6 +554,7 @@ class SipLink(Link):
             if up != self._alive:
                 self._set_alive(up)
             self.server.expire(loop.time())
+            self._save_held()
             await asyncio.sleep(self.config.keepalive)
 
     def _want_resync(self, *, refresh: bool) -> None:
@@ -544,6 +591,7 @@ class SipLink(Link):
         for (eid, device), state in current.items():
             self._held[(eid, device)] = state
             self._send(DeviceStateBody(device, state, eid))
+        self._held_dirty = True
         mailboxes = 0
         for box, (new, old, writer) in port.remote_mwi().items():
             if self.shares_mailbox(box):
@@ -567,7 +615,7 @@ class SipLink(Link):
         )
 
 
-def sip_link_config(ast: AsteriskConfig) -> SipLinkConfig:
+def sip_link_config(ast: AsteriskConfig, *, state_file: Path | None = None) -> SipLinkConfig:
     """The link's configuration from ``[asterisk]`` and ``[asterisk.sip]``."""
     sip = ast.sip
     if sip is None:
@@ -584,6 +632,7 @@ def sip_link_config(ast: AsteriskConfig) -> SipLinkConfig:
         share_mwi=ast.mwi,
         mwi_include=ast.include,
         mwi_exclude=ast.exclude,
+        state_file=state_file,
     )
 
 
