@@ -31,7 +31,7 @@ from pbxmesh.states import (
     device_to_extension_state,
     extension_state_text,
 )
-from tests.harness.asterisk import Asterisk, eid_of, free_port
+from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of, free_port
 from tests.harness.nodes import NodeProcess, node_group
 from tests.sip_helpers import sip_asterisk
 from tests.test_real_asterisk import Server, all_show, wait_until
@@ -67,7 +67,7 @@ def sip_link_up(node: NodeProcess) -> bool:
 
 @contextlib.asynccontextmanager
 async def sip_servers(
-    n: int, group: str, base_port: int, voicemail: Sequence[int] = ()
+    n: int, group: str, base_port: int, voicemail: Sequence[int] = (), ami: bool = False
 ) -> AsyncIterator[list[Server]]:
     """``n`` servers linked over SIP only; those in ``voicemail`` run app_voicemail (and have
     a phone that may subscribe to mailbox 1000's MWI)."""
@@ -93,10 +93,16 @@ async def sip_servers(
             for star in stars:
                 star.write()
                 await asyncio.to_thread(star.start)
-            for link, node in zip(links, nodes, strict=True):
+            for link, node, star in zip(links, nodes, stars, strict=True):
                 node.write_config()
                 node.config_path.write_text(
                     node.config_path.read_text()
+                    + (
+                        f'[asterisk]\nami = "127.0.0.1:{star.ami_port}"\n'
+                        f'username = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n'
+                        if ami
+                        else ""
+                    )
                     + f'[asterisk.sip]\nlisten = "127.0.0.1:{link.listen[1]}"\n'
                     f'uri = "{link.uri}"\n'
                 )
@@ -148,6 +154,24 @@ def expected(states: Sequence[DeviceState]) -> str:
     if all(s is DeviceState.INVALID for s in states):
         return "Idle"
     return extension_state_text(int(device_to_extension_state(aggregate(states))))
+
+
+async def test_beside_an_ami_link_sip_shares_and_ami_serves_hints(
+    require_asterisk, corosync_loopback, corosync_group
+) -> None:
+    async with sip_servers(2, corosync_group, 23825, ami=True) as (a, b):
+        await a.set("RINGING")
+        await wait_until(lambda: b.shows("Ringing"), 10, "shared over SIP")
+        assert a.node.status()["asterisk"]["address"].endswith(str(a.asterisk.sip_port))  # type: ignore[attr-defined]
+        hints = b.node.get("/hints")
+        assert [(h["exten"], h["hint"], h["status_text"]) for h in hints] == [
+            ("1234", "Custom:mystate", "Ringing")
+        ]
+        # The AMI link wrote no counterpart and reported nothing: b holds only pbx1's slot.
+        r = await b.ami.command("devstate list")
+        assert not any("remote-" in line for line in r), r
+        (device,) = b.node.devices("Custom:mystate")
+        assert device["origins"] == {a.node.eid(): "RINGING"}, device
 
 
 async def test_the_81_cell_aggregation_table_through_real_hints(
