@@ -298,16 +298,22 @@ class SipLink(Link):
         self._held = held
         log.info("SIP link: %d states published to Asterisk before the restart", len(held))
 
+    def _held_rows(self) -> list[list[str]]:
+        self._held_dirty = False
+        return [[str(e), d, s.name] for (e, d), s in self._held.items()]
+
     def _save_held(self) -> None:
+        """At close: write what is held, on the loop (nothing else runs any more)."""
         path = self.config.state_file
-        if path is None or not self._held_dirty:
-            return
-        rows = [[str(e), d, s.name] for (e, d), s in self._held.items()]
-        try:
-            atomic_write(path, json.dumps(rows))
-            self._held_dirty = False
-        except OSError as exc:
-            log.warning("SIP link: cannot write %s: %s", path, exc)
+        if path is not None and self._held_dirty:
+            _write_rows(path, self._held_rows())
+
+    async def _save_held_off_loop(self) -> None:
+        """Each keep-alive tick: a snapshot taken on the loop, written (fsync) in a thread, so
+        a slow disk never delays the answers Asterisk's one PUBLISH in flight waits for."""
+        path = self.config.state_file
+        if path is not None and self._held_dirty:
+            await asyncio.to_thread(_write_rows, path, self._held_rows())
 
     def status(self) -> LinkStatus:
         host, port = self.config.dest
@@ -554,7 +560,7 @@ class SipLink(Link):
             if up != self._alive:
                 self._set_alive(up)
             self.server.expire(loop.time())
-            self._save_held()
+            await self._save_held_off_loop()
             await asyncio.sleep(self.config.keepalive)
 
     def _want_resync(self, *, refresh: bool) -> None:
@@ -613,6 +619,13 @@ class SipLink(Link):
             mailboxes,
             refresh,
         )
+
+
+def _write_rows(path: Path, rows: list[list[str]]) -> None:
+    try:
+        atomic_write(path, json.dumps(rows))
+    except OSError as exc:
+        log.warning("SIP link: cannot write %s: %s", path, exc)
 
 
 def sip_link_config(ast: AsteriskConfig, *, state_file: Path | None = None) -> SipLinkConfig:
