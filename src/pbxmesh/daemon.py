@@ -227,7 +227,18 @@ class Daemon:
                 async with asyncio.timeout(OWN_STATE_INTERVAL):
                     await kept.wait()
             kept.clear()
-            self._save_own()
+            await self._save_own_off_loop()
+
+    async def _save_own_off_loop(self) -> None:
+        # The snapshot on the loop, the write (fsync) in a thread: a slow disk must not stall
+        # the loop, least of all for a SIP link, whose Asterisk waits for each answer.
+        if self.node.own_changes == self._saved:
+            return
+        self._saved = self.node.own_changes
+        try:
+            await asyncio.to_thread(self.own_file.save, *self.node.own_state())
+        except OSError as exc:
+            log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 
     def _save_own(self) -> None:
         if self.node.own_changes == self._saved:
