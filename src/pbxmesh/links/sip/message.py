@@ -371,11 +371,11 @@ def _check_mandatory(message: Message) -> None:
 
 
 def _with_body(message: Message, body: bytes) -> Message:
-    if not body:
-        return message
-    if isinstance(message, Request):
-        return Request(message.method, message.uri, message.headers, body)
-    return Response(message.status, message.reason, message.headers, body)
+    # The message was built (and its headers checked) a moment ago by the decoder and nobody
+    # else holds it: set its body in place rather than checking every header again.
+    if body:
+        object.__setattr__(message, "body", bytes(body))
+    return message
 
 
 def decode_datagram(data: bytes) -> Message:
