@@ -400,3 +400,39 @@ async def test_an_unreadable_state_file_is_not_fatal(tmp_path: Path) -> None:
     await link.start(FakeCluster())
     await link.close()
     assert path.read_text() == "{not json"  # nothing changed, nothing overwritten
+
+
+async def test_only_asterisks_address_may_publish(rig: Rig) -> None:
+    stranger = SipEndpoint("127.0.0.2", 0, lambda r, s: None, timers=Timers.fast())
+    await stranger.start()
+    try:
+        request = Request(
+            "PUBLISH",
+            f"sip:pbxmesh@127.0.0.1:{rig.link.endpoint.port}",
+            (
+                ("From", "<sip:x@127.0.0.2>;tag=1"),
+                ("To", "<sip:pbxmesh@127.0.0.1>"),
+                ("Call-ID", "stranger"),
+                ("CSeq", "1 PUBLISH"),
+                ("Event", "asterisk-devicestate"),
+                ("Content-Type", "application/json"),
+            ),
+            devstate("Custom:forged", "BUSY"),
+        )
+        answer = await stranger.request(request, ("127.0.0.1", rig.link.endpoint.port))
+        assert answer.status == 403
+        assert rig.port.published == []
+    finally:
+        await stranger.close()
+
+
+def test_a_listener_off_loopback_needs_digest(tmp_path: Path) -> None:
+    conf = tmp_path / "pbxmesh.toml"
+    conf.write_text(
+        f'[node]\nstate_dir = "{tmp_path}"\n[asterisk.sip]\nlisten = "10.0.0.5:5070"\n'
+        'uri = "sip:pbxmesh@10.0.0.5:5060"\n'
+    )
+    with pytest.raises(ConfigError, match="not loopback: set username and secret"):
+        load_config(conf)
+    conf.write_text(conf.read_text() + 'username = "u"\nsecret = "p"\n')
+    assert load_config(conf).asterisk is not None

@@ -473,6 +473,9 @@ def _sip_section(t: _Table) -> SipSection:
     transport = t.get("transport", str, "udp")
     if transport not in ("udp", "tcp"):
         raise t.err("transport", f'must be "udp" or "tcp", not {transport!r}')
+    if listen[0] not in ("127.0.0.1", "::1", "localhost") and secret is None:
+        # Whoever can PUBLISH to the listener speaks as this server: off loopback, demand digest.
+        raise t.err("listen", f"{listen[0]} is not loopback: set username and secret as well")
     t.done()
     return SipSection(listen=listen, uri=uri, username=username, secret=secret, transport=transport)
 

@@ -54,8 +54,9 @@ restart) starts the same re-publication without the refresh of our own.
 
 Both directions may use digest (``username``/``secret``): Asterisk's PUBLISH is challenged
 (401) and Asterisk's challenge to ours is answered. Methods other than PUBLISH/OPTIONS get
-405, a Request-URI user other than :attr:`SipLinkConfig.resource` 404; nothing a peer sends
-stops the link (see :mod:`.endpoint`).
+405, a Request-URI user other than :attr:`SipLinkConfig.resource` 404, a PUBLISH from an
+address other than Asterisk's (the host of ``uri``, when it is an IP address) 403; nothing a
+peer sends stops the link (see :mod:`.endpoint`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass
@@ -227,6 +229,8 @@ class SipLink(Link):
             else None
         )
         self.asterisk_eid: EID | None = config.asterisk_eid
+        # Only Asterisk may publish: its address when the uri names one (a host name: any).
+        self._peer_ip = _ip_literal(config.dest[0])
         #: (EID as published, device) -> state last published that is not UNKNOWN
         self._held: dict[tuple[EID, str], DeviceState] = {}
         self._held_dirty = False
@@ -445,6 +449,14 @@ class SipLink(Link):
             return make_response(
                 request, 405, "Method Not Allowed", (("Allow", ALLOW),), source=source.address
             )
+        if self._peer_ip is not None and source.address[0] != self._peer_ip:
+            self.protocol_errors += 1
+            self._warn(
+                "SIP PUBLISH from %s:%d refused (403): only Asterisk at %s may publish here",
+                *source.address,
+                self._peer_ip,
+            )
+            return make_response(request, 403, "Forbidden", source=source.address)
         user = uri_user(request.uri)
         if user != self.config.resource:
             self.protocol_errors += 1
@@ -619,6 +631,13 @@ class SipLink(Link):
             mailboxes,
             refresh,
         )
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def _write_rows(path: Path, rows: list[list[str]]) -> None:
