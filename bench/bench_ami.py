@@ -10,6 +10,14 @@ Setups (three servers each; PBX 3 takes part but is not measured):
 * ``asterisk``: the same with three real Asterisks (tests/harness/asterisk.py finds the build).
 * ``res_corosync``: the same three real Asterisks sharing states with Asterisk's own
   res_corosync, no pbxmesh at all: the reference pbxmesh is measured against.
+* ``sip``: three real Asterisks, each linked to its own pbxmesh over SIP PUBLISH only
+  (configured as ``pbxmesh asterisk-config`` prints), hints unchanged (``Custom:benchN``).
+* ``pjsip_direct``: two real Asterisks publishing to each other with
+  res_pjsip_publish_asterisk, no pbxmesh (pair by pair: PBX 3 is left out).
+
+With ``sip`` or ``pjsip_direct`` the run also measures one raw engine hop (a CPG message to
+this process's own group member, at 100/s): the SIP targets are p50 <= the direct link's p50
+plus that hop, and a sustained rate at least the direct link's.
 
 This process sends ``Setvar DEVICE_STATE(Custom:benchN)`` to PBX 1 at a paced rate (without
 waiting for each answer) and timestamps the ``DeviceStateChange`` PBX 2 raises for it (the remote
@@ -40,8 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.codec import Event
 from pbxmesh.links.ami.counterparts import counterpart_name
+from pbxmesh.links.sip.asterisk_conf import MODULES as SIP_MODULES
+from pbxmesh.transport.base import Message
+from pbxmesh.transport.corosync import CorosyncConfig, CorosyncTransport
 from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of
 from tests.harness.corosync import loopback_corosync
+from tests.sip_helpers import HINT_MODULES, sip_asterisk
 
 USER, SECRET = "admin", "s3cret"  # tests/harness/asterisk.py's AMI account
 DEVICES = 2000
@@ -152,17 +164,89 @@ RES_COROSYNC_CONF = (
 )
 
 
+def direct_pjsip(port: int, peer_port: int) -> str:
+    """pjsip.conf of one of two Asterisks publishing to each other (sip-publish.md §2)."""
+    peer = f"sip:peer@127.0.0.1:{peer_port}"
+    return (
+        f"[udp]\ntype = transport\nprotocol = udp\nbind = 127.0.0.1:{port}\n\n"
+        "[peer]\ntype = endpoint\ncontext = none\ndisallow = all\nallow = ulaw\n\n"
+        "[peer]\ntype = identify\nendpoint = peer\nmatch = 127.0.0.1\n\n"
+        f"[to-peer-devstate]\ntype = outbound-publish\nserver_uri = {peer}\n"
+        "event = asterisk-devicestate\n\n"
+        f"[to-peer-mwi]\ntype = outbound-publish\nserver_uri = {peer}\n"
+        "event = asterisk-mwi\n\n"
+        "[peer]\ntype = inbound-publication\nendpoint = peer\n"
+        "event_asterisk-devicestate = peer\nevent_asterisk-mwi = peer\n\n"
+        "[peer]\ntype = asterisk-publication\ndevicestate_publish = to-peer-devstate\n"
+        "mailboxstate_publish = to-peer-mwi\ndevice_state = yes\nmailbox_state = yes\n"
+    )
+
+
+async def raw_cpg_p50(count: int = 300, rate: float = 100) -> float:
+    """One raw engine hop: a CPG message back to this process's own member, p50 in ms."""
+    transport = CorosyncTransport(CorosyncConfig.local(f"pbxm-raw-{secrets.token_hex(3)}"))
+    await transport.start()
+    sent: dict[int, float] = {}
+    lat: list[float] = []
+
+    async def pump() -> None:
+        async for ev in transport.events():
+            if isinstance(ev, Message) and len(ev.data) == 8:
+                t0 = sent.pop(int.from_bytes(ev.data, "big"), None)
+                if t0 is not None:
+                    lat.append(time.perf_counter() - t0)
+
+    task = asyncio.create_task(pump())
+    try:
+        for k in range(count):
+            sent[k] = time.perf_counter()
+            await transport.send(k.to_bytes(8, "big"))
+            await asyncio.sleep(1 / rate)
+        deadline = time.perf_counter() + 2
+        while sent and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling
+            await asyncio.sleep(0.01)
+    finally:
+        await transport.close()
+        task.cancel()
+    return statistics.median(lat) * 1000 if lat else float("inf")
+
+
 async def run_setup(kind: str, rates: list[float], corosync_pid: int, work: Path) -> Result:
     group = f"pbxm-bench-{secrets.token_hex(3)}"
     procs: list[subprocess.Popen[bytes]] = []
     stars: list[Asterisk] = []
     pids: dict[int, str] = {corosync_pid: "corosync"}
     ami_ports: list[int] = []
-    mesh = kind != "res_corosync"
+    mesh = kind in ("sim", "asterisk", "sip")
+    counterparts = kind in ("sim", "asterisk")  # SIP: Asterisk aggregates, hints unchanged
+    servers = 2 if kind == "pjsip_direct" else SERVERS
+    direct_ports = [free_port() for _ in range(servers)]
     try:
-        for n in range(1, SERVERS + 1):
+        for n in range(1, servers + 1):
             name = f"pbx{n}"
-            if kind == "sim":
+            sip_link = None
+            if kind == "sip":
+                star, sip_link = sip_asterisk(name, eid_of(n), dialplan=hints(False), mwi=())
+                stars.append(star)
+                await asyncio.to_thread(star.start)
+                assert star.proc is not None
+                pids[star.proc.pid] = "pbx"
+                port = star.ami_port
+            elif kind == "pjsip_direct":
+                peer = direct_ports[1 - (n - 1)]
+                star = Asterisk(
+                    name,
+                    eid_of(n),
+                    modules=[*HINT_MODULES, *SIP_MODULES],
+                    dialplan=hints(False),
+                    files={"pjsip.conf": direct_pjsip(direct_ports[n - 1], peer)},
+                )
+                stars.append(star)
+                await asyncio.to_thread(star.start)
+                assert star.proc is not None
+                pids[star.proc.pid] = "pbx"
+                port = star.ami_port
+            elif kind == "sim":
                 port = free_port()
                 (work / "extensions.conf").write_text(hints(True))
                 sim = start(
@@ -187,7 +271,9 @@ async def run_setup(kind: str, rates: list[float], corosync_pid: int, work: Path
                 if not mesh:
                     modules.append("res_corosync")
                     files["res_corosync.conf"] = RES_COROSYNC_CONF
-                star = Asterisk(name, eid_of(n), modules=modules, dialplan=hints(mesh), files=files)
+                star = Asterisk(
+                    name, eid_of(n), modules=modules, dialplan=hints(counterparts), files=files
+                )
                 stars.append(star)
                 await asyncio.to_thread(star.start)
                 assert star.proc is not None
@@ -196,17 +282,23 @@ async def run_setup(kind: str, rates: list[float], corosync_pid: int, work: Path
             ami_ports.append(port)
             if mesh:
                 conf = work / f"{name}.toml"
+                link = (
+                    f'[asterisk.sip]\nlisten = "127.0.0.1:{sip_link.listen[1]}"\n'
+                    f'uri = "{sip_link.uri}"\n'
+                    if sip_link is not None
+                    else f'[asterisk]\nami = "127.0.0.1:{port}"\nusername = "{USER}"\n'
+                    f'secret = "{SECRET}"\n'
+                )
                 conf.write_text(
                     f'[node]\nname = "{name}"\nstate_dir = "{work / name}"\n'
                     f'[cluster]\ntransport = "corosync"\ngroup = "{group}"\n'
-                    f'[asterisk]\nami = "127.0.0.1:{port}"\nusername = "{USER}"\n'
-                    f'secret = "{SECRET}"\n[control]\nlisten = "127.0.0.1:{free_port()}"\n'
+                    f'{link}[control]\nlisten = "127.0.0.1:{free_port()}"\n'
                 )
                 node = start(["-c", str(conf), "run"], work / f"node-{name}.log")
                 procs.append(node)
                 pids[node.pid] = "pbxmesh"
         watched = {
-            (counterpart_name(f"Custom:bench{i}") if mesh else f"Custom:bench{i}"): (
+            (counterpart_name(f"Custom:bench{i}") if counterparts else f"Custom:bench{i}"): (
                 f"Custom:bench{i}"
             )
             for i in range(DEVICES)
@@ -282,6 +374,21 @@ async def main_async(args: argparse.Namespace, corosync_pid: int) -> None:
         (work / kind).mkdir()
         results.append(await run_setup(kind, args.rates, corosync_pid, work / kind))
         print(f"{kind}: done; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if {"sip", "pjsip_direct"} & set(args.setups):
+        hop = await raw_cpg_p50()
+        print(f"raw CPG hop p50 (same run): {hop:.2f} ms")
+        rows = {r.setup: r for r in results}
+        if "sip" in rows and "pjsip_direct" in rows and rows["pjsip_direct"].rows:
+            direct = rows["pjsip_direct"].rows[0][1]
+            target = direct + hop
+            sip = rows["sip"].rows[0][1] if rows["sip"].rows else float("inf")
+            print(
+                f"SIP p50 at {rows['sip'].rows[0][0]:,.0f}/s: {sip:.2f} ms; target direct p50 "
+                f"{direct:.2f} + raw hop {hop:.2f} = {target:.2f} ms: "
+                f"{'met' if sip <= target else 'NOT met'}; sustained {rows['sip'].best:,.0f}/s "
+                f"vs direct {rows['pjsip_direct'].best:,.0f}/s: "
+                f"{'met' if rows['sip'].best >= rows['pjsip_direct'].best else 'NOT met'}"
+            )
     report(results)
 
 
@@ -290,7 +397,7 @@ def main() -> None:
     ap.add_argument(
         "--setups",
         nargs="+",
-        choices=["sim", "asterisk", "res_corosync"],
+        choices=["sim", "asterisk", "res_corosync", "sip", "pjsip_direct"],
         default=["sim", "asterisk", "res_corosync"],
     )
     ap.add_argument(

@@ -20,4 +20,20 @@ for expected in \
     "Scenario complete: every step behaved as described."; do
     grep -qF -- "$expected" "$out" || { echo "demo check: missing '$expected'"; exit 1; }
 done
+# The same scenario with each PBX linked over SIP PUBLISH: the tutorial's hint line untouched.
+if ! timeout 300 .venv/bin/pbxmesh demo --sip --no-wait >"$out" 2>&1; then
+    echo "demo --sip failed:"; cat "$out"; exit 1
+fi
+cat "$out"
+for expected in \
+    "exten => 1234,hint,Custom:mystate" \
+    "State:InUse" \
+    "pbx2: MessageWaiting 1000@default → 2 new, 1 old" \
+    "pbx1's hint is back to Idle" \
+    "Scenario complete: every step behaved as described."; do
+    grep -qF -- "$expected" "$out" || { echo "demo --sip check: missing '$expected'"; exit 1; }
+done
+if grep -qF "Custom:remote-" "$out"; then
+    echo "demo --sip check: a counterpart device appeared in the hints"; exit 1
+fi
 echo "demo check: passed"

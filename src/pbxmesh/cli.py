@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     hl.add_argument("mapping", nargs="+", metavar="EXTEN=DEVICE", help="e.g. 1234=Custom:mystate")
     hl.add_argument("--context", default="default")
     hl.add_argument("--template", default=None, help="counterpart template (default from config)")
+    ac = add(
+        "asterisk-config",
+        help="print the pjsip.conf, manager.conf and modules.conf lines Asterisk needs",
+    )
+    ac.add_argument(
+        "--no-transport",
+        action="store_true",
+        help="leave out the pjsip transport (Asterisk already binds the uri's address)",
+    )
     kg = add("keygen", help="make an Ed25519 key pair for signing this node's frames")
     kg.add_argument("--out", default=None, help="private key file (default STATE_DIR/node.key)")
     kg.add_argument(
@@ -207,6 +216,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "dialplan-hints":
         return _dialplan_hints(args)
+    if args.command == "asterisk-config":
+        return _asterisk_config(args)
     client = _Client.from_config(args.config)
     if args.command == "members":
         return _members(client, args.json)
@@ -471,6 +482,39 @@ def _publish(client: _Client, args: argparse.Namespace) -> int:
         "POST", "/publish/mwi", {"mailbox": args.mailbox, "new": args.new, "old": args.old}
     )
     return _out(r, args.json, f"{r['mailbox']}: {r['new']} new, {r['old']} old")
+
+
+def _asterisk_config(args: argparse.Namespace) -> int:
+    """The local Asterisk's configuration for this node's [asterisk] links, ready to include."""
+    cfg = load_config(args.config)
+    ast = cfg.asterisk
+    if ast is None:
+        raise CliError(f"{cfg.path} has no [asterisk] section: no link to configure", 1)
+    parts: list[str] = []
+    if ast.sip is not None:
+        from .links.sip.asterisk_conf import modules_conf, pjsip_conf
+        from .links.sip.link import sip_link_config
+
+        link = sip_link_config(ast)
+        parts.append(pjsip_conf(link, transport=not args.no_transport))
+        parts.append(modules_conf(link))
+    if ast.ami is not None:
+        from .links.sip.asterisk_conf import manager_conf
+
+        parts.append(manager_conf(ast.username, ast.secret, _permit(ast.ami[0])))
+        if ast.sip is None:
+            parts.append(
+                "; modules.conf, [modules]: what the AMI link needs (besides manager)\n"
+                "load => func_devstate.so\nload => res_manager_devicestate.so\n"
+                "; on servers without app_voicemail, for remote MWI:\n"
+                "load => res_mwi_external.so\nload => res_mwi_external_ami.so\n"
+            )
+    print("\n".join(parts), end="")
+    return 0
+
+
+def _permit(host: str) -> str:
+    return "127.0.0.1" if host in ("localhost", "::1", "") else host
 
 
 def _dialplan_hints(args: argparse.Namespace) -> int:

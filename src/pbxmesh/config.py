@@ -37,6 +37,7 @@ __all__ = [
     "NodeSection",
     "PeerConfig",
     "SecurityConfig",
+    "SipSection",
     "load_config",
     "parse_hostport",
     "read_asterisk_channels",
@@ -83,8 +84,20 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SipSection:
+    """``[asterisk.sip]``: the SIP PUBLISH link (res_pjsip_publish_asterisk)."""
+
+    listen: tuple[str, int] = ("127.0.0.1", 5070)  # pbxmesh's SIP listener (UDP and TCP)
+    uri: str = "sip:pbxmesh@127.0.0.1:5060"  # Asterisk's inbound-publication
+    username: str | None = None  # digest, both directions
+    secret: str | None = None
+    transport: str = "udp"  # "udp" or "tcp", towards Asterisk
+
+
+@dataclass(frozen=True, slots=True)
 class AsteriskConfig:
-    ami: tuple[str, int]  # host and port of Asterisk's manager interface
+    # Host and port of Asterisk's manager interface; None: no AMI link ([asterisk.sip] alone).
+    ami: tuple[str, int] | None
     username: str
     secret: str
     include: tuple[str, ...] = ("*",)  # glob patterns of devices and mailboxes to share
@@ -93,6 +106,7 @@ class AsteriskConfig:
     mwi: bool = True  # share MWI of mailboxes whose voicemail lives here
     presence: bool = True  # share CustomPresence: presence (func_presencestate)
     down_grace: float = 5.0  # seconds Asterisk may be unreachable before its states stop counting
+    sip: SipSection | None = None  # the SIP PUBLISH link; with it AMI only serves `hints`
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,17 +432,22 @@ def load_config(path: str | Path) -> Config:
         template = at.get("remote_template", str, "Custom:remote-{device}")
         if "{device}" not in template or not template.lower().startswith("custom:"):
             raise at.err("remote_template", 'must start with "Custom:" and contain {device}')
+        sip = _sip_section(at.sub("sip")) if "sip" in at.data else None
+        # AMI is configured by its keys; with [asterisk.sip] it may be left out altogether.
+        has_ami = sip is None or any(k in at.data for k in ("ami", "username", "secret"))
         asterisk = AsteriskConfig(
-            ami=_hostport(at, "ami", "127.0.0.1:5038"),
-            username=at.get("username", str, required=True),
-            secret=at.get("secret", str, required=True),
+            ami=_hostport(at, "ami", "127.0.0.1:5038") if has_ami else None,
+            username=at.get("username", str, required=True) if has_ami else "",
+            secret=at.get("secret", str, required=True) if has_ami else "",
             include=at.strings("include", ("*",)),
             exclude=at.strings("exclude", ()),
             remote_template=template,
             mwi=at.get("mwi", bool, True),
             presence=at.get("presence", bool, True),
             down_grace=_down_grace(at),
+            sip=sip,
         )
+        at.used.update(("sip", "ami", "username", "secret"))
         at.done()
 
     ctl = root.sub("control")
@@ -480,6 +499,29 @@ def _down_grace(at: Any) -> float:
     if isinstance(value, bool) or not 0 <= value <= 3600:
         raise at.err("down_grace", "must be a number of seconds from 0 to 3600, e.g. 5")
     return float(value)
+
+
+def _sip_section(t: _Table) -> SipSection:
+    listen = _hostport(t, "listen", "127.0.0.1:5070")
+    uri = t.get("uri", str, "sip:pbxmesh@127.0.0.1:5060")
+    if not re.fullmatch(r"sip:[A-Za-z0-9_-]+@[^\s@;]+", uri):
+        raise t.err(
+            "uri", f"{uri!r} is not sip:USER@HOST[:PORT] (USER names the inbound-publication)"
+        )
+    username = t.get("username", str, None)
+    secret = t.get("secret", str, None)
+    if (username is None) != (secret is None):
+        raise t.err(
+            "secret" if username else "username", "give both username and secret, or neither"
+        )
+    transport = t.get("transport", str, "udp")
+    if transport not in ("udp", "tcp"):
+        raise t.err("transport", f'must be "udp" or "tcp", not {transport!r}')
+    if listen[0] not in ("127.0.0.1", "::1", "localhost") and secret is None:
+        # Whoever can PUBLISH to the listener speaks as this server: off loopback, demand digest.
+        raise t.err("listen", f"{listen[0]} is not loopback: set username and secret as well")
+    t.done()
+    return SipSection(listen=listen, uri=uri, username=username, secret=secret, transport=transport)
 
 
 def read_asterisk_channels(path: Path) -> tuple[ChannelConfig, ...]:

@@ -171,20 +171,31 @@ class Daemon:
 
     # -- links to Asterisk ------------------------------------------------------------------
     @staticmethod
-    def _make_links(ast: AsteriskConfig | None) -> list[Link]:
+    def _make_links(ast: AsteriskConfig | None, state_dir: Path | None = None) -> list[Link]:
         if ast is None:
             return []
         from .links.ami import AmiConfig, AmiLink, AmiLinkConfig
 
+        links: list[Link] = []
+        if ast.sip is not None:
+            from .links.sip.link import SipLink, sip_link_config
+
+            held = state_dir / "sip-published.json" if state_dir is not None else None
+            links.append(SipLink(sip_link_config(ast, state_file=held)))
+        if ast.ami is None:
+            return links
         host, port = ast.ami
-        return [
+        # Beside a SIP link, AMI shares nothing (DeviceStateChange would then carry Asterisk's
+        # aggregate, remote states included, back as local): it serves `pbxmesh hints`.
+        shared = ast.sip is None
+        links.append(
             AmiLink(
                 AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),
                 AmiLinkConfig(
-                    include=ast.include,
+                    include=ast.include if shared else (),
                     exclude=ast.exclude,
                     template=ast.remote_template,
-                    share_mwi=ast.mwi,
+                    share_mwi=ast.mwi and shared,
                     mwi_include=ast.include,
                     mwi_exclude=ast.exclude,
                     share_presence=ast.presence,
@@ -193,10 +204,11 @@ class Daemon:
                     down_grace=ast.down_grace,
                 ),
             )
-        ]
+        )
+        return links
 
     async def _open_links(self, ast: AsteriskConfig | None) -> None:
-        for link in self._make_links(ast):
+        for link in self._make_links(ast, self.config.node.state_dir):
             await self.node.add_link(link)
             self.links.append(link)
 
@@ -283,7 +295,18 @@ class Daemon:
                 async with asyncio.timeout(OWN_STATE_INTERVAL):
                     await kept.wait()
             kept.clear()
-            self._save_own()
+            await self._save_own_off_loop()
+
+    async def _save_own_off_loop(self) -> None:
+        # The snapshot on the loop, the write (fsync) in a thread: a slow disk must not stall
+        # the loop, least of all for a SIP link, whose Asterisk waits for each answer.
+        if self.node.own_changes == self._saved:
+            return
+        self._saved = self.node.own_changes
+        try:
+            await asyncio.to_thread(self.own_file.save, *self.node.own_state())
+        except OSError as exc:
+            log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 
     def _save_own(self) -> None:
         if self.node.own_changes == self._saved:

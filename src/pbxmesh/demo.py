@@ -16,6 +16,11 @@ shows, in words a newcomer can follow:
 
 Then it leaves everything running, prints how to look at it (CLI, web page), and stops all it
 started on Ctrl-C. ``--no-wait`` ends after the scenario (for CI).
+
+``--sip`` links each simulated Asterisk to its node over SIP PUBLISH instead of AMI (the
+simulator speaks res_pjsip_publish_asterisk's subset): the hint is the tutorial's own line,
+``exten => 1234,hint,Custom:mystate``, untouched, and the PBX aggregates the servers' states
+itself. Remote MWI then shows as ``MessageWaiting`` (what phones get), not in ``MailboxCount``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .links.ami.client import AmiClient, AmiConfig
+from .links.ami.codec import Event
 from .links.ami.counterparts import counterpart_name
 
 __all__ = ["main"]
@@ -66,9 +72,13 @@ def show(prefix: str, lines: list[str]) -> None:
 
 
 class Demo:
-    def __init__(self, workdir: Path, group: str) -> None:
+    def __init__(self, workdir: Path, group: str, sip: bool = False) -> None:
         self.dir = workdir
         self.group = group
+        self.sip = sip
+        self.sip_ports = {n: _free_port() for n in NODES}  # the simulators' SIP
+        self.link_ports = {n: _free_port() for n in NODES}  # the nodes' SIP listeners
+        self.waiting: dict[str, dict[str, tuple[str, str]]] = {n: {} for n in NODES}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ami_ports = {n: _free_port() for n in NODES}
         self.ctl_ports = {n: _free_port() for n in NODES}
@@ -133,7 +143,22 @@ class Demo:
         for n in NODES:
             d = self.dir / n
             (d / "pbx-state").mkdir(parents=True)
-            hint = f"Custom:mystate&{counterpart_name('Custom:mystate')}"
+            hint = (
+                "Custom:mystate"  # the tutorial's own line: the PBX aggregates by itself
+                if self.sip
+                else f"Custom:mystate&{counterpart_name('Custom:mystate')}"
+            )
+            # Over SIP, device states and MWI take the SIP link; AMI beside it carries presence
+            # (no Asterisk clustering protocol has presence) and serves `pbxmesh hints`.
+            link = (
+                f'[asterisk]\nami = "127.0.0.1:{self.ami_ports[n]}"\n'
+                f'username = "{USER}"\nsecret = "{SECRET}"\n\n'
+            )
+            if self.sip:
+                link += (
+                    f'[asterisk.sip]\nlisten = "127.0.0.1:{self.link_ports[n]}"\n'
+                    f'uri = "sip:pbxmesh@127.0.0.1:{self.sip_ports[n]}"\n\n'
+                )
             (d / "extensions.conf").write_text(
                 "[general]\nautofallthrough=yes\n\n[devstate_test]\n"
                 "exten => 1000,hint,Custom:alice,CustomPresence:alice\n"
@@ -145,8 +170,7 @@ class Demo:
                 '[[channel]]\nname = "device_state"\n'
                 'publish = ["device_state", "mwi", "presence_state"]\n'
                 'subscribe = ["device_state", "mwi", "presence_state"]\n\n'
-                f'[asterisk]\nami = "127.0.0.1:{self.ami_ports[n]}"\n'
-                f'username = "{USER}"\nsecret = "{SECRET}"\n\n'
+                f"{link}"
                 f'[control]\nlisten = "127.0.0.1:{self.ctl_ports[n]}"\n'
             )
 
@@ -169,6 +193,18 @@ class Demo:
                 str(d / "extensions.conf"),
                 "--state-dir",
                 str(d / "pbx-state"),
+                *(
+                    [
+                        "--sip-listen",
+                        f"127.0.0.1:{self.sip_ports[n]}",
+                        "--sip-peer",
+                        f"sip:pbxmesh@127.0.0.1:{self.link_ports[n]}",
+                        "--eid",
+                        f"02:00:00:00:de:{NODES.index(n) + 1:02x}",
+                    ]
+                    if self.sip
+                    else []
+                ),
             ],
         )
 
@@ -212,7 +248,14 @@ class Demo:
 
     # -- AMI -------------------------------------------------------------------------------
     async def connect(self, n: str) -> AmiClient:
-        client = AmiClient(AmiConfig.local("127.0.0.1", self.ami_ports[n], USER, SECRET))
+        def on_event(event: Event) -> None:
+            if event.name == "MessageWaiting":
+                box = event.get("Mailbox") or ""
+                self.waiting[n][box] = (event.get("New") or "", event.get("Old") or "")
+
+        client = AmiClient(
+            AmiConfig.local("127.0.0.1", self.ami_ports[n], USER, SECRET), on_event=on_event
+        )
         await client.start()
         async with asyncio.timeout(20):
             await client.wait_connected()
@@ -258,8 +301,13 @@ class Demo:
         show("  ", self.cli("pbx1", "channels"))
 
         say()
-        say("   Each simulated Asterisk has the tutorial's hint, joined with the remote")
-        say("   counterpart pbxmesh writes (see `pbxmesh dialplan-hints 1234=Custom:mystate`):")
+        if self.sip:
+            say("   Each simulated Asterisk has the tutorial's hint line, untouched: pbxmesh")
+            say("   publishes the other servers' states over SIP under their own EIDs and the")
+            say("   PBX aggregates them itself (`pbxmesh asterisk-config` prints its pjsip.conf):")
+        else:
+            say("   Each simulated Asterisk has the tutorial's hint, joined with the remote")
+            say("   counterpart pbxmesh writes (see `pbxmesh dialplan-hints 1234=Custom:mystate`):")
         show("  ", (self.dir / "pbx1" / "extensions.conf").read_text().splitlines()[-1:])
         for n in NODES:
             show(f"{n}*CLI> core show hints:", [""])
@@ -290,12 +338,17 @@ class Demo:
         )
 
         async def lamp(n: str) -> bool:
+            if self.sip:  # what phones get; MailboxCount reads only local voicemail
+                return self.waiting[n].get("1000@default") == ("2", "1")
             r = await self.clients[n].action("MailboxCount", Mailbox="1000@default")
             return (r.get("NewMessages"), r.get("OldMessages")) == ("2", "1")
 
         for n in ("pbx2", "pbx3"):
             await self.until(n, functools.partial(lamp, n))
-            say(f"   {n}: MailboxCount 1000@default → 2 new, 1 old (message lamp on)")
+            if self.sip:
+                say(f"   {n}: MessageWaiting 1000@default → 2 new, 1 old (what phones get)")
+            else:
+                say(f"   {n}: MailboxCount 1000@default → 2 new, 1 old (message lamp on)")
         show("pbx3$ pbxmesh mwi:", [""])
         show("  ", self.cli("pbx3", "mwi"))
 
@@ -387,14 +440,17 @@ class Demo:
 
 
 async def _run(args: argparse.Namespace, workdir: Path) -> int:
-    demo = Demo(workdir, group=f"pbxmesh-demo-{os.getpid()}")
+    demo = Demo(workdir, group=f"pbxmesh-demo-{os.getpid()}", sip=args.sip)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         say("pbxmesh demo: three Asterisk servers sharing device states and MWI")
-        say("(the PBXs are pbxmesh's AMI simulator; everything else is the real thing)")
+        if args.sip:
+            say("(the PBXs are pbxmesh's simulator, linked over SIP PUBLISH; the rest is real)")
+        else:
+            say("(the PBXs are pbxmesh's AMI simulator; everything else is the real thing)")
         step(0, "starting corosync, three simulated Asterisk servers and three pbxmesh nodes")
         demo.start_corosync()
         demo.write_files()
@@ -430,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="stop after the scenario")
     parser.add_argument("--keep", action="store_true", help="keep the demo's files and logs")
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temp dir)")
+    parser.add_argument(
+        "--sip",
+        action="store_true",
+        help="link each PBX over SIP PUBLISH: the tutorial's hint line works untouched",
+    )
     args = parser.parse_args(argv)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="pbxmesh-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ Usage::
 
     pbxmesh sim --listen HOST:PORT --username USER --secret SECRET
                 [--dialplan extensions.conf] [--state-dir DIR]
+                [--sip-listen HOST:PORT --sip-peer URI --eid EID]
     python -m pbxmesh.pbxsim.main --listen 127.0.0.1:5038 --username admin --secret s3cret
 
 It speaks the subset of AMI that pbxmesh uses (see :mod:`pbxmesh.pbxsim.server`) with the
@@ -23,6 +24,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..eid import EID
 from ..errors import ConfigError
 from .dialplan import Hint, load_hints
 from .pbx import SimPbx
@@ -69,13 +71,40 @@ def build_parser(prog: str = "pbxmesh sim") -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory for the AstDB-like state file (astdb.json)",
     )
+    parser.add_argument(
+        "--sip-listen",
+        type=parse_listen,
+        metavar="HOST:PORT",
+        help="also speak res_pjsip_publish_asterisk's SIP PUBLISH here (UDP and TCP)",
+    )
+    parser.add_argument(
+        "--sip-peer",
+        metavar="URI",
+        help="where to publish local states, e.g. sip:pbxmesh@127.0.0.1:5070 (with --sip-listen)",
+    )
+    parser.add_argument(
+        "--eid", type=EID.parse, help="this simulated Asterisk's entityid (with --sip-listen)"
+    )
     return parser
 
 
-async def run(host: str, port: int, pbx: SimPbx, username: str, secret: str) -> None:
-    """Serve until SIGINT/SIGTERM or cancellation."""
+async def run(
+    host: str,
+    port: int,
+    pbx: SimPbx,
+    username: str,
+    secret: str,
+    sip: tuple[tuple[str, int], str, EID] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM or cancellation (``sip``: listen, peer URI, EID)."""
     server = SimServer(pbx, username, secret)
     await server.start(host, port)
+    sim_sip = None
+    if sip is not None:
+        from .sip import SimSip
+
+        sim_sip = SimSip(pbx, sip[2], sip[0], sip[1])
+        await sim_sip.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,6 +113,8 @@ async def run(host: str, port: int, pbx: SimPbx, username: str, secret: str) -> 
     try:
         await stop.wait()
     finally:
+        if sim_sip is not None:
+            await sim_sip.close()
         await server.close()
 
 
@@ -107,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     host, port = args.listen
+    sip = None
+    if args.sip_listen is not None:
+        if not args.sip_peer or args.eid is None:
+            print("pbxmesh sim: error: --sip-listen needs --sip-peer and --eid", file=sys.stderr)
+            return 2
+        sip = (args.sip_listen, args.sip_peer, args.eid)
     try:
-        asyncio.run(run(host, port, pbx, args.username, args.secret))
+        asyncio.run(run(host, port, pbx, args.username, args.secret, sip))
     except OSError as exc:
         print(
             f"pbxmesh sim: error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr

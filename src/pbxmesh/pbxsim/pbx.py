@@ -8,9 +8,11 @@ This models the handful of Asterisk modules pbxmesh talks to, with the rules of 
   ``CustomDevstate`` (key ``NAME``) and published cachable under ``Custom:NAME`` cut to 79
   characters. At start every stored entry is republished, the key taken after its last ``/``
   as func_devstate does (so a name containing ``/`` comes back shortened after a restart).
-* **device state cache** — the simulator has only its own (local) slot per device, so the
-  aggregate *is* the local value. A publish equal to the cached value is dropped; otherwise it
-  raises ``DeviceStateChange``. Reading a device not in the cache asks its provider: ``Custom``
+* **device state cache** — one slot per device for the local server and one per remote EID
+  (filled by the SIP subset, :mod:`pbxmesh.pbxsim.sip`), folded with Asterisk's aggregation.
+  A publish equal to that EID's cached value is dropped (no slot reads UNKNOWN, so a first
+  UNKNOWN is dropped too); a change of the aggregate raises ``DeviceStateChange``. Remote slots
+  are never cleared, as in Asterisk. Reading a device not in the cache asks its provider: ``Custom``
   reads AstDB (missing → UNKNOWN); a name with ``/`` is ``Tech/resource`` and, with no channel
   driver here, INVALID; any other provider is INVALID.
 * **hints** — after every device change, each hint listing that device is recomputed
@@ -155,7 +157,13 @@ class SimPbx:
         self._db_path = state_dir / "astdb.json" if state_dir is not None else None
         self.custom_db: dict[str, str] = {}
         self.mwi_db: dict[str, tuple[int, int]] = {}
-        self.cache: dict[str, DeviceState] = {}
+        self.cache: dict[str, DeviceState] = {}  # the aggregate, as DeviceStateChange shows it
+        self.local: dict[str, DeviceState] = {}  # this server's own slot
+        self.remote: dict[str, dict[str, DeviceState]] = {}  # device -> EID text -> slot
+        #: called with (device, state) for every change of a local slot (SIP outbound-publish)
+        self.local_device_listeners: list[Callable[[str, DeviceState], None]] = []
+        #: called with (mailbox, new, old) for every local mailbox update
+        self.local_mwi_listeners: list[Callable[[str, int, int], None]] = []
         self.globals: dict[str, str] = {}
         self.listeners: list[Listener] = []
         self._hint_values: dict[str, int] = {}
@@ -245,8 +253,34 @@ class SimPbx:
         return int(device_to_extension_state(aggregate(states)))
 
     def _publish_device(self, device: str, state: DeviceState) -> None:
+        """A change of the local slot (``ast_publish_device_state``)."""
         device = device[:MAX_DEVICE_NAME]
-        if self.cache.get(device, DeviceState.UNKNOWN) is state:
+        if self.local.get(device, DeviceState.UNKNOWN) is state:
+            return
+        self.local[device] = state
+        for listener in list(self.local_device_listeners):
+            listener(device, state)
+        self._aggregate(device)
+
+    def publish_remote_device(self, device: str, state: DeviceState, eid: str) -> None:
+        """Another server's slot (``ast_publish_device_state_full`` with its EID)."""
+        device = device[:MAX_DEVICE_NAME]
+        slots = self.remote.setdefault(device, {})
+        if slots.get(eid, DeviceState.UNKNOWN) is state:
+            return
+        slots[eid] = state
+        self._aggregate(device)
+
+    def publish_remote_mwi(self, mailbox: str, new: int, old: int) -> None:
+        """Another server's mailbox counts: Asterisk's MWI cache raises ``MessageWaiting``;
+        res_mwi_external's own store (MWIGet, MailboxCount) does not see them."""
+        self._message_waiting(mailbox, new, old)
+
+    def _aggregate(self, device: str) -> None:
+        states = [self.local[device]] if device in self.local else []
+        states.extend(self.remote.get(device, {}).values())
+        state = aggregate(states)
+        if self.cache.get(device) is state:
             return
         self.cache[device] = state
         self._emit(
@@ -350,6 +384,8 @@ class SimPbx:
     def mwi_update(self, mailbox: str, new: int, old: int) -> None:
         self.mwi_db[mailbox] = (new, old)
         self._save()
+        for listener in list(self.local_mwi_listeners):
+            listener(mailbox, new, old)
         self._message_waiting(mailbox, new, old)
 
     def mwi_delete(self, selector: str) -> None:

@@ -506,8 +506,8 @@ class AmiLink(Link):
     # -- Asterisk gone -------------------------------------------------------------------------
 
     def _on_disconnected(self) -> None:
-        if self.port is None or self._down_timer is not None:
-            return
+        if self.port is None or self._down_timer is not None or not self.config.include:
+            return  # (an AMI link that shares no device, e.g. beside SIP, withdraws nothing)
         loop = asyncio.get_running_loop()
         self._down_timer = loop.call_later(self.config.down_grace, self._withdraw)
 

@@ -160,6 +160,17 @@ class PublishClient:
             if pub.etag is not None:
                 pub.remove = True
 
+    def retry_now(self) -> None:
+        """Forget every back-off (the server is back): queued states go at the next call."""
+        for pub in self._pubs.values():
+            pub.retry_at = None
+            pub.backoff = 0.0
+
+    @property
+    def queued(self) -> int:
+        """States waiting to be sent (newest per device)."""
+        return sum(len(p.pending) for p in self._pubs.values())
+
     @property
     def in_flight(self) -> int:
         return sum(1 for p in self._pubs.values() if p.flight is not None)

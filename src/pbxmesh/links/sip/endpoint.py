@@ -102,6 +102,7 @@ class SipEndpoint:
         self.timers = timers or Timers()
         self._server_tx = ServerTransactions(self.timers, max_server_transactions)
         self._client_tx: dict[tuple[str, str], _Pending] = {}
+        self._by_future: dict[asyncio.Future[Response], tuple[str, str]] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_out: dict[tuple[str, int], asyncio.StreamWriter] = {}
@@ -293,6 +294,25 @@ class SipEndpoint:
         self, request: Request, dest: tuple[str, int], transport: Transport = "udp"
     ) -> Response:
         """Send ``request`` (without Via) in a new client transaction; its final response."""
+        if transport == "tcp":
+            try:
+                await self._tcp_writer(dest)
+            except OSError as exc:
+                log.debug("sip tcp connect dest=%s:%d error=%s", *dest, exc)
+                return make_response(request, 503, "Service Unavailable")
+        future = self.start_request(request, dest, transport)
+        try:
+            return await future
+        finally:
+            if future.cancelled():
+                self.cancel_request(future)
+
+    def start_request(
+        self, request: Request, dest: tuple[str, int], transport: Transport = "udp"
+    ) -> asyncio.Future[Response]:
+        """:meth:`request` without a task: sends at once, returns the future of the final
+        response. Over TCP a connection to ``dest`` must be open already (:meth:`request` opens
+        one); without one the future holds a local 503."""
         loop = asyncio.get_running_loop()
         params = (("rport", None), ("branch", new_branch()))
         via = Via(transport.upper(), self.host, self.port, params)
@@ -301,15 +321,16 @@ class SipEndpoint:
         data = encode(request)
         send: Callable[[bytes], None]
         if transport == "tcp":
-            try:
-                writer = await self._tcp_writer(dest)
-            except OSError as exc:
-                log.debug("sip tcp connect dest=%s:%d error=%s", *dest, exc)
-                return make_response(request, 503, "Service Unavailable")
+            writer = self._tcp_out.get(dest)
+            if writer is None or writer.is_closing():
+                future: asyncio.Future[Response] = loop.create_future()
+                future.set_result(make_response(request, 503, "Service Unavailable"))
+                return future
+            tcp = writer
 
             def send(data: bytes) -> None:
-                if not writer.is_closing():
-                    writer.write(data)
+                if not tcp.is_closing():
+                    tcp.write(data)
         else:
             send = self._udp_sender(dest)
         reliable = transport == "tcp"
@@ -317,15 +338,26 @@ class SipEndpoint:
         key = (tx.branch, request.method)
         pending = _Pending(tx, loop.create_future(), data, send)
         self._client_tx[key] = pending
+        self._by_future[pending.future] = key
+        pending.future.add_done_callback(self._future_done)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("sip ->> %s:%d %r", *dest, request)
         send(data)
         self._arm(key, pending)
-        try:
-            return await pending.future
-        finally:
-            if pending.future.cancelled():
-                self._forget(key)
+        return pending.future
+
+    def cancel_request(self, future: asyncio.Future[Response]) -> None:
+        """Give up a request started with :meth:`start_request` (no more retransmissions)."""
+        key = self._by_future.pop(future, None)
+        if key is not None:
+            self._forget(key)
+        if not future.done():
+            future.cancel()
+
+    def _future_done(self, future: asyncio.Future[Response]) -> None:
+        key = self._by_future.pop(future, None)
+        if key is not None and future.cancelled():
+            self._forget(key)
 
     def _arm(self, key: tuple[str, str], pending: _Pending) -> None:
         if pending.timer is not None:
@@ -356,6 +388,16 @@ class SipEndpoint:
         pending = self._client_tx.pop(key, None)
         if pending is not None and pending.timer is not None:
             pending.timer.cancel()
+
+    def retransmit_now(self) -> int:
+        """Re-send every pending request at once (the peer is back; Timer E may be seconds
+        away). Returns how many were re-sent."""
+        # Only those still waiting for a final answer: a completed transaction is kept a
+        # while (Timer K) to absorb retransmitted answers, and must never go out again.
+        pending = [p for p in self._client_tx.values() if not p.future.done()]
+        for p in pending:
+            p.send(p.data)
+        return len(pending)
 
     @property
     def client_transactions(self) -> int:

@@ -136,16 +136,23 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+_GOOD_NAMES: dict[str, str] = {}  # header names already checked -> canonical spelling
+
+
 def _check_headers(headers: Headers) -> Headers:
     out = []
     for name, value in headers:
-        if not isinstance(name, str) or not _TOKEN_RE.match(name):
-            raise LocalProtocolError(f"SIP header name {name!r} is not a token")
+        canon = _GOOD_NAMES.get(name) if isinstance(name, str) else None
+        if canon is None:
+            if not isinstance(name, str) or not _TOKEN_RE.match(name):
+                raise LocalProtocolError(f"SIP header name {name!r} is not a token")
+            canon = canonical_name(name)
+            if len(_GOOD_NAMES) < 1024:  # bounded: hostile peers may send many names
+                _GOOD_NAMES[name] = canon
         if not isinstance(value, str) or _VALUE_BAD.search(value) or value != value.strip():
             raise LocalProtocolError(
                 f"SIP header {name} value {value!r} has control characters or outer blanks"
             )
-        canon = canonical_name(name)
         if canon == "Content-Length":
             raise LocalProtocolError("Content-Length is computed by the codec; do not set it")
         out.append((canon, value))
@@ -162,9 +169,10 @@ class _Base:
 
     def get(self, name: str) -> str | None:
         """The first value of header ``name`` (any spelling), or None."""
-        canon = canonical_name(name).lower()
+        exact = canonical_name(name)
+        canon = exact.lower()
         for key, value in self.headers:
-            if key.lower() == canon:
+            if key == exact or key.lower() == canon:
                 return value
         return None
 
@@ -244,6 +252,11 @@ Message: TypeAlias = Request | Response
 
 def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, ignoring commas inside quotes and ``<...>``."""
+    if "," not in value:  # the common case: one value
+        value = value.strip()
+        return [value] if value else []
+    if '"' not in value and "<" not in value:
+        return [p for p in (part.strip() for part in value.split(",")) if p]
     parts: list[str] = []
     start = 0
     quoted = escaped = False
@@ -358,11 +371,11 @@ def _check_mandatory(message: Message) -> None:
 
 
 def _with_body(message: Message, body: bytes) -> Message:
-    if not body:
-        return message
-    if isinstance(message, Request):
-        return Request(message.method, message.uri, message.headers, body)
-    return Response(message.status, message.reason, message.headers, body)
+    # The message was built (and its headers checked) a moment ago by the decoder and nobody
+    # else holds it: set its body in place rather than checking every header again.
+    if body:
+        object.__setattr__(message, "body", bytes(body))
+    return message
 
 
 def decode_datagram(data: bytes) -> Message:

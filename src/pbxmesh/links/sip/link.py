@@ -1,0 +1,704 @@
+"""The link to one Asterisk over SIP PUBLISH (a :class:`~pbxmesh.links.base.Link`).
+
+Theory of operation
+-------------------
+pbxmesh becomes the local Asterisk's one ``res_pjsip_publish_asterisk`` peer. Asterisk then
+does the aggregation itself, in its own per-EID cache, so a hint such as
+``exten => 1234,hint,Custom:mystate`` shows the cluster value unchanged, and remote MWI
+reaches phones through res_pjsip_mwi without res_mwi_external (so app_voicemail may stay).
+
+**Local → cluster.** Asterisk's ``outbound-publish`` objects send every change of its own
+(local-EID) device states and mailboxes to :attr:`SipLinkConfig.listen`, Request-URI user
+:attr:`SipLinkConfig.resource`. Each PUBLISH goes through the RFC 3903 server
+(:class:`~.publication.PublicationServer`: 200 with a fresh ``SIP-ETag``, refresh and removal
+by ``SIP-If-Match``/``Expires``, 412/489/415/400 for the bad cases, a grace period past
+expiry for Asterisk's late refresh). A ``devicestate`` body becomes this server's own state
+(:meth:`~pbxmesh.links.base.LinkPort.device`), a ``mailboxstate`` body its own counts. The
+EID in Asterisk's bodies is remembered: it is the one EID never to send back.
+
+**Cluster → local.** The node tells the link every *other* origin's slot
+(``Interest.ORIGIN_DEVICES``) and remote mailboxes (``Interest.MWI``). Each goes to Asterisk
+as a ``devicestate``/``mailboxstate`` body under that origin's EID, through a
+:class:`~.client.PublishClient` with several publications per EID (a device always on the
+same one, so its states never overtake each other) -- Asterisk's own publisher keeps one
+PUBLISH in flight per publication. Asterisk aggregates each EID's slot with its own.
+
+**A departed server stops counting at once.** Asterisk never clears a remote EID's state (not
+on unpublish, expiry or the publisher's death). So when a slot is removed (its server left,
+or the device was dropped) the link publishes a value that never wins under that EID
+(:func:`neutral`): in Asterisk's aggregation INVALID is the identity and UNKNOWN beats only
+INVALID, so against any real state of another server both vanish. Where nothing else holds
+the device they differ, and the link picks what Asterisk would show had that server never
+published: UNKNOWN (``Idle``) for ``Custom:`` devices, which func_devstate reads UNKNOWN
+when unset; INVALID (``Unavailable``) for the rest, a device this server does not have.
+The node does not tell a removed slot from one whose state is INVALID, so an INVALID
+``Custom:`` state of another server is published UNKNOWN as well: the one cell of the
+aggregation table that differs is ``Custom:`` INVALID on every server (``Idle``, natively
+``Unavailable``).
+
+**Never Asterisk's own EID.** Asterisk takes a body under its own EID as its local state and
+re-publishes it as its own. An origin whose EID equals the Asterisk's (two servers configured
+with one EID) is published under a stand-in EID (:func:`stand_in`) and logged as an error.
+
+What Asterisk holds from the link, (EID, device) pairs, is kept in
+:attr:`SipLinkConfig.state_file` (written each keep-alive tick when changed, and at close): a
+pbxmesh restarted while Asterisk kept running still neutralises the states of servers that
+left meanwhile.
+
+**Link up and resync.** The link is *connected* while Asterisk answers an ``OPTIONS`` probe
+every :attr:`SipLinkConfig.keepalive` seconds. On every link-up it resyncs: a ``refresh``
+body, so Asterisk dumps its own states back; every other origin's slot and remote mailbox
+again; ``UNKNOWN`` for every (EID, device) it published earlier that the cluster no longer
+holds. A ``refresh`` from Asterisk (sent when it loads or reloads the module, i.e. after a
+restart) starts the same re-publication without the refresh of our own.
+
+Both directions may use digest (``username``/``secret``): Asterisk's PUBLISH is challenged
+(401) and Asterisk's challenge to ours is answered. Methods other than PUBLISH/OPTIONS get
+405, a Request-URI user other than :attr:`SipLinkConfig.resource` 404, a PUBLISH from an
+address other than Asterisk's (the host of ``uri``, when it is an IP address) 403; nothing a
+peer sends stops the link (see :mod:`.endpoint`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+from ...eid import EID
+from ...errors import ConfigError, LinkError, PbxmeshError, StateError
+from ...files import atomic_write
+from ...states import DeviceState
+from ...tasks import cancel_and_wait
+from ..base import Interest, Link, LinkPort, LinkStatus
+from .auth import DigestServer
+from .bodies import (
+    CONTENT_TYPE,
+    PACKAGES,
+    Body,
+    DeviceStateBody,
+    MailboxStateBody,
+    RefreshBody,
+)
+from .client import PublishClient, PublishConfig
+from .driver import PublishDriver
+from .endpoint import SipEndpoint, Source
+from .headers import uri_user
+from .message import Request, Response
+from .publication import PublicationConfig, PublicationServer, respond
+from .transaction import Timers, make_response
+
+if TYPE_CHECKING:
+    from ...config import AsteriskConfig
+
+__all__ = ["SipLink", "SipLinkConfig", "sip_link_config", "stand_in", "uri_hostport"]
+
+log = logging.getLogger(__name__)
+
+ALLOW: Final = "PUBLISH, OPTIONS"
+_SERVER: Final = "pbxmesh"
+_LOCAL_FAILURES: Final = (408, 503)  # what the endpoint answers itself: nobody there
+
+
+def uri_hostport(uri: str) -> tuple[str, int]:
+    """``(host, port)`` of a ``sip:user@host[:port][;params]`` URI (port 5060 by default)."""
+    _, colon, rest = uri.partition(":")
+    hostpart = rest.rpartition("@")[2].split(";")[0].split("?")[0]
+    if not colon or not hostpart:
+        raise ConfigError(f"{uri!r} is not a sip:user@host:port URI")
+    if hostpart.startswith("["):
+        host, _, tail = hostpart[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = hostpart.partition(":")
+    if not host:
+        raise ConfigError(f"{uri!r} has no host")
+    if not port_text:
+        return host, 5060
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{uri!r} has no valid port")
+    return host, int(port_text)
+
+
+def stand_in(origin: EID) -> EID:
+    """The EID to publish ``origin`` under when it equals the receiving Asterisk's own.
+
+    The locally administered bit (0x02 of the first byte) flipped: distinct from ``origin`` and
+    stable, so every publication of that origin lands in one slot of Asterisk's cache.
+    """
+    raw = bytearray(origin.raw)
+    raw[0] ^= 0x02
+    if not any(raw):
+        raw[5] ^= 0x01
+    return EID(bytes(raw))
+
+
+def neutral(device: str) -> DeviceState:
+    """What a removed slot is published as: the value Asterisk would show had that server
+    never published the device.
+
+    Both candidates lose to every real state (INVALID is the identity of the aggregation,
+    UNKNOWN beats only INVALID); they differ when nothing else holds the device. A ``Custom:``
+    device nobody set reads UNKNOWN from func_devstate, so UNKNOWN (hint ``Idle``); any other
+    device a server does not have reads INVALID (hint ``Unavailable``), so INVALID.
+    """
+    return DeviceState.UNKNOWN if device[:7].lower() == "custom:" else DeviceState.INVALID
+
+
+@dataclass(frozen=True, slots=True)
+class SipLinkConfig:
+    """The ``[asterisk.sip]`` section, plus what the link shares."""
+
+    # pbxmesh's SIP listener (UDP and TCP): Asterisk's outbound-publish sends here.
+    listen: tuple[str, int] = ("127.0.0.1", 5070)
+    # Asterisk's inbound-publication: pbxmesh PUBLISHes here; its user names the section.
+    uri: str = "sip:pbxmesh@127.0.0.1:5060"
+    # The Request-URI user Asterisk's outbound-publish must use towards us (404 otherwise).
+    resource: str = "pbxmesh"
+    username: str | None = None  # digest in both directions, when given with secret
+    secret: str | None = None
+    transport: Literal["udp", "tcp"] = "udp"
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    share_mwi: bool = True
+    mwi_include: tuple[str, ...] = ("*",)
+    mwi_exclude: tuple[str, ...] = ()
+    slots: int = 8  # publications per EID and package: PUBLISHes in flight per EID
+    expires: int = 3600  # what our publications ask for
+    grace: float = 60.0  # Asterisk's publications are kept this long past their expiry
+    keepalive: float = 1.0  # seconds between OPTIONS probes
+    keepalive_timeout: float = 2.0  # a probe unanswered this long: Asterisk is down
+    # Seconds Asterisk may stay down before the device states it published stop counting in
+    # the cluster (LinkPort.withdraw), counted from the probe that found it down.
+    down_grace: float = 5.0
+    asterisk_eid: EID | None = None  # Asterisk's entityid, if known before its first body
+    # Where the (EID, device) pairs Asterisk holds from this link are kept, so that a restarted
+    # pbxmesh still neutralises those of servers that left while it was down.
+    state_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        uri_hostport(self.uri)
+        if (self.username is None) != (self.secret is None):
+            raise ConfigError("give both username and secret, or neither")
+        if self.transport not in ("udp", "tcp"):
+            raise ConfigError(f'transport must be "udp" or "tcp", not {self.transport!r}')
+        if not self.resource or not self.resource.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"resource {self.resource!r} must be letters, digits, '-', '_'")
+        if self.keepalive <= 0 or self.keepalive_timeout <= 0 or self.slots < 1:
+            raise ConfigError("keepalive, keepalive_timeout and slots must be positive")
+
+    @property
+    def dest(self) -> tuple[str, int]:
+        return uri_hostport(self.uri)
+
+
+def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+        fnmatch.fnmatchcase(name, p) for p in exclude
+    )
+
+
+class SipLink(Link):
+    """Links one Asterisk to the node over SIP PUBLISH; see the module docstring."""
+
+    kind = "sip"
+    interest = Interest.ORIGIN_DEVICES | Interest.MWI
+
+    def __init__(self, config: SipLinkConfig, *, timers: Timers | None = None) -> None:
+        self.config = config
+        self.port: LinkPort | None = None
+        self._down_timer: asyncio.TimerHandle | None = None
+        self.withdrawals = 0  # times Asterisk stayed down past down_grace
+        host, lport = config.listen
+        self.endpoint = SipEndpoint(host, lport, self._handle, timers=timers)
+        self.server = PublicationServer(PublicationConfig(grace=config.grace))
+        self.client = PublishClient(
+            PublishConfig(
+                uri=config.uri,
+                expires=config.expires,
+                slots=config.slots,
+                username=config.username,
+                secret=config.secret,
+            )
+        )
+        self.driver = PublishDriver(self.client, self.endpoint, config.dest, config.transport)
+        self._digest = (
+            DigestServer(config.username, config.secret)
+            if config.username is not None and config.secret is not None
+            else None
+        )
+        self.asterisk_eid: EID | None = config.asterisk_eid
+        # Only Asterisk may publish: its address when the uri names one (a host name: any).
+        self._peer_ip = _ip_literal(config.dest[0])
+        #: (EID as published, device) -> state last published that is not UNKNOWN
+        self._held: dict[tuple[EID, str], DeviceState] = {}
+        self._held_dirty = False
+        self._alive = False
+        self._started = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._resync_wanted = asyncio.Event()
+        self._resync_refresh = False
+        self._syncing = False
+        self._sync_done = asyncio.Event()
+        self._warned: set[str] = set()
+        self._last_warning = -1e9
+        self.resyncs = 0
+        self.refreshes_answered = 0  # re-publications Asterisk asked for with a refresh
+        self.reconnects = 0
+        self.published = 0  # Asterisk's own changes reported to the node
+        self.protocol_errors = 0  # PUBLISHes answered with an error
+        self.skipped = 0
+        self.collisions = 0
+        self.probes_failed = 0  # OPTIONS probes Asterisk did not answer
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self, port: LinkPort) -> None:
+        self.port = port
+        if self._started:
+            return
+        try:
+            await self.endpoint.start()
+        except OSError as exc:
+            host, lport = self.config.listen
+            raise LinkError(f"cannot listen for SIP on {host}:{lport}: {exc}") from exc
+        self._load_held()
+        self._started = True
+        self.driver.start()
+        self._tasks = [
+            asyncio.create_task(self._keepalive(), name="sip link keepalive"),
+            asyncio.create_task(self._resync_loop(), name="sip link resync"),
+        ]
+
+    async def close(self) -> None:
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+            self._down_timer = None
+        if not self._started:
+            return
+        self._started = False
+        self._alive = False
+        await cancel_and_wait(*self._tasks)
+        self._tasks = []
+        await self.driver.close()
+        await self.endpoint.close()
+        self._save_held()
+
+    # -- what Asterisk holds from us, across restarts --------------------------------------
+
+    def _load_held(self) -> None:
+        path = self.config.state_file
+        if path is None:
+            return
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            held = {(EID.parse(e), str(d)): DeviceState[s] for e, d, s in rows}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Only a cache: without it, states of servers that left while pbxmesh was down
+            # stay in Asterisk until those servers come back or Asterisk restarts.
+            log.warning("SIP link: %s is unreadable (%s); starting without it", path, exc)
+            return
+        held.update(self._held)
+        self._held = held
+        log.info("SIP link: %d states published to Asterisk before the restart", len(held))
+
+    def _held_rows(self) -> list[list[str]]:
+        self._held_dirty = False
+        return [[str(e), d, s.name] for (e, d), s in self._held.items()]
+
+    def _save_held(self) -> None:
+        """At close: write what is held, on the loop (nothing else runs any more)."""
+        path = self.config.state_file
+        if path is not None and self._held_dirty:
+            _write_rows(path, self._held_rows())
+
+    async def _save_held_off_loop(self) -> None:
+        """Each keep-alive tick: a snapshot taken on the loop, written (fsync) in a thread, so
+        a slow disk never delays the answers Asterisk's one PUBLISH in flight waits for."""
+        path = self.config.state_file
+        if path is not None and self._held_dirty:
+            await asyncio.to_thread(_write_rows, path, self._held_rows())
+
+    def status(self) -> LinkStatus:
+        host, port = self.config.dest
+        lhost, lport = self.config.listen
+        return LinkStatus(
+            kind=self.kind,
+            address=f"{host}:{port}",
+            connected=self._alive,
+            resyncs=self.resyncs,
+            reconnects=self.reconnects,
+            published=self.published,
+            queue_depth=self.client.queued if self._started else 0,
+            protocol_errors=self.protocol_errors + self.endpoint.stats["malformed"],
+            extra={
+                "listen": f"{lhost}:{self.endpoint.port or lport}",
+                "asterisk_eid": str(self.asterisk_eid) if self.asterisk_eid else None,
+                "publications_in": len(self.server),
+                "in_flight": self.client.in_flight,
+                "publish_failures": self.driver.failures,
+                "eid_collisions": self.collisions,
+                "refreshes_answered": self.refreshes_answered,
+                "probes_failed": self.probes_failed,
+                "withdrawals": self.withdrawals,
+                "skipped": self.skipped,
+                "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
+                "timeouts": self.endpoint.stats["timeouts"],
+            },
+        )
+
+    async def wait_synced(self) -> None:
+        await self._sync_done.wait()
+        self._sync_done.clear()
+
+    async def wait_idle(self) -> None:
+        while True:
+            await self.driver.wait_idle()
+            if not self._syncing and not self._resync_wanted.is_set() and self.client.idle:
+                return
+            await asyncio.sleep(0.01)
+
+    # -- naming ----------------------------------------------------------------------------
+
+    def shares_device(self, device: str) -> bool:
+        return _selected(device, self.config.include, self.config.exclude)
+
+    def shares_mailbox(self, mailbox: str) -> bool:
+        return self.config.share_mwi and _selected(
+            mailbox, self.config.mwi_include, self.config.mwi_exclude
+        )
+
+    def wire_eid(self, origin: EID) -> EID:
+        """The EID ``origin``'s states are published under to this Asterisk."""
+        if origin == self.asterisk_eid:
+            return stand_in(origin)
+        return origin
+
+    def _learn_eid(self, eid: EID) -> None:
+        if eid == self.asterisk_eid:
+            return
+        previous, self.asterisk_eid = self.asterisk_eid, eid
+        log.info("SIP link: Asterisk's entity id is %s (was %s)", eid, previous or "unknown")
+        if self.port is None:
+            return
+        origins = {o for _, o, _ in self.port.origin_devices()}
+        origins |= {w for _, _, w in self.port.remote_mwi().values()}
+        if eid in origins or previous in origins:
+            self.collisions += 1
+            log.error(
+                "another server uses this Asterisk's entity id %s: its states are published "
+                "here under %s; give every server its own entityid (asterisk.conf)",
+                eid,
+                stand_in(eid),
+            )
+            self._want_resync(refresh=False)
+
+    # -- cluster → Asterisk ----------------------------------------------------------------
+
+    def origin_device(self, device: str, origin: EID, state: DeviceState) -> None:
+        if self._started and self.shares_device(device):
+            self._send_device(device, self.wire_eid(origin), state)
+
+    def origin_left(self, origin: EID) -> None:
+        log.info("SIP link: server %s left; its states were neutralised here", origin)
+
+    def remote_mwi(self, mailbox: str, new: int, old: int, writer: EID) -> None:
+        if self._started and self.shares_mailbox(mailbox):
+            self._send(MailboxStateBody(mailbox, new, old, self.wire_eid(writer)))
+
+    def _send_device(self, device: str, eid: EID, state: DeviceState) -> None:
+        if state is DeviceState.INVALID:
+            state = neutral(device)  # removed: a value that never wins (module docstring)
+        key = (eid, device)
+        if state is DeviceState.UNKNOWN or state is DeviceState.INVALID:
+            if self._held.pop(key, None) is None:
+                return  # Asterisk holds nothing there (and would swallow UNKNOWN anyway)
+        elif self._held.get(key) is not state:
+            self._held[key] = state
+        self._held_dirty = True
+        self._send(DeviceStateBody(device, state, eid))
+
+    def _send(self, body: Body) -> None:
+        try:
+            self.driver.publish(body)
+        except PbxmeshError as exc:  # pragma: no cover - bodies are validated on creation
+            log.warning("SIP link: not published: %s", exc)
+
+    # -- Asterisk → cluster ----------------------------------------------------------------
+
+    def _warn(self, text: str, *args: object) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_warning >= 1.0:
+            self._last_warning = now
+            log.warning(text, *args)
+        else:
+            log.debug(text, *args)
+
+    def _handle(self, request: Request, source: Source) -> Response | None:
+        method = request.method
+        if method == "ACK":
+            return None
+        if method == "OPTIONS":
+            headers = (
+                ("Allow", ALLOW),
+                ("Accept", CONTENT_TYPE),
+                ("Allow-Events", ", ".join(PACKAGES)),
+            )
+            return make_response(request, 200, "OK", headers, source=source.address)
+        if method != "PUBLISH":
+            self._warn("SIP %s from %s:%d answered 405", method, *source.address)
+            return make_response(
+                request, 405, "Method Not Allowed", (("Allow", ALLOW),), source=source.address
+            )
+        if self._peer_ip is not None and source.address[0] != self._peer_ip:
+            self.protocol_errors += 1
+            self._warn(
+                "SIP PUBLISH from %s:%d refused (403): only Asterisk at %s may publish here",
+                *source.address,
+                self._peer_ip,
+            )
+            return make_response(request, 403, "Forbidden", source=source.address)
+        user = uri_user(request.uri)
+        if user != self.config.resource:
+            self.protocol_errors += 1
+            self._warn("SIP PUBLISH for unknown user %r from %s:%d: 404", user, *source.address)
+            return make_response(request, 404, "Not Found", source=source.address)
+        now = asyncio.get_running_loop().time()
+        if self._digest is not None:
+            verdict = self._digest.check(request.get("Authorization"), "PUBLISH", now)
+            if not verdict.ok:
+                if request.get("Authorization") is not None:
+                    self._warn(
+                        "SIP PUBLISH from %s:%d refused: %s", *source.address, verdict.reason
+                    )
+                challenge = (("WWW-Authenticate", verdict.challenge or ""),)
+                return make_response(request, 401, "Unauthorized", challenge, source=source.address)
+        outcome = self.server.handle(request, now)
+        if outcome.status != 200:
+            self.protocol_errors += 1
+            self._warn(
+                "SIP PUBLISH from %s:%d answered %d: %s",
+                *source.address,
+                outcome.status,
+                outcome.detail,
+            )
+        elif outcome.body is not None:
+            self._apply(outcome.body)
+        return respond(request, outcome, source=source.address, server=_SERVER)
+
+    def _apply(self, body: Body) -> None:
+        self._learn_eid(body.eid)
+        port = self.port
+        if port is None:
+            return
+        match body:
+            case RefreshBody():
+                # Asterisk (re)loaded the module. While it boots it answers nothing, so the
+                # keep-alive sees it down, then up, and that resync re-publishes everything;
+                # a refresh while the link is up (a reload, a restart quicker than the probe)
+                # is answered here.
+                log.info("SIP link: Asterisk %s asked for a refresh", body.eid)
+                if self._alive:
+                    self._want_resync(refresh=False)
+            case DeviceStateBody():
+                if not self.shares_device(body.device):
+                    return
+                try:
+                    port.device(body.device, body.state)
+                except StateError as exc:
+                    self._skip(body.device, exc)
+                    return
+                self.published += 1
+            case MailboxStateBody():
+                if not self.shares_mailbox(body.uniqueid):
+                    return
+                try:
+                    port.mwi(body.uniqueid, body.new, body.old)
+                except StateError as exc:
+                    self._skip(body.uniqueid, exc)
+                    return
+                self.published += 1
+
+    def _skip(self, name: str, exc: StateError) -> None:
+        self.skipped += 1
+        if name not in self._warned and len(self._warned) < 1000:
+            self._warned.add(name)
+            log.warning("not shared: %s", exc)
+
+    # -- liveness and resync ---------------------------------------------------------------
+
+    def _set_alive(self, alive: bool) -> None:
+        if alive == self._alive:
+            return
+        self._alive = alive
+        host, port = self.config.dest
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+            self._down_timer = None
+        if not alive and self.port is not None:
+            loop = asyncio.get_running_loop()
+            self._down_timer = loop.call_later(self.config.down_grace, self._withdraw)
+        if alive:
+            log.info("SIP link up: Asterisk answers at %s:%d", host, port)
+            self._want_resync(refresh=True)
+            self.driver.retry_now()
+            self.endpoint.retransmit_now()
+        else:
+            self.reconnects += 1
+            log.warning("SIP link down: Asterisk at %s:%d does not answer", host, port)
+
+    def _withdraw(self) -> None:
+        self._down_timer = None
+        if self.port is None or self._alive:
+            return
+        self.withdrawals += 1
+        withdrawn = self.port.withdraw()
+        host, port = self.config.dest
+        log.warning(
+            "Asterisk at %s:%d down for %.1f s: %d device state(s) of this server withdrawn "
+            "from the cluster until it answers again",
+            host,
+            port,
+            self.config.down_grace,
+            withdrawn,
+        )
+
+    async def _probe(self) -> bool:
+        host, port = self.config.dest
+        request = Request(
+            "OPTIONS",
+            f"sip:{host}:{port}" if ":" not in host else f"sip:[{host}]:{port}",
+            (
+                ("From", f"<sip:{self.config.resource}@{self.config.listen[0]}>;tag=probe"),
+                ("To", f"<sip:{host}>"),
+                ("Call-ID", f"probe-{id(self):x}-{self.endpoint.port}"),
+                ("CSeq", "1 OPTIONS"),
+                ("Max-Forwards", "70"),
+                ("User-Agent", _SERVER),
+            ),
+        )
+        try:
+            async with asyncio.timeout(self.config.keepalive_timeout):
+                answer = await self.endpoint.request(request, (host, port), self.config.transport)
+        except TimeoutError:
+            self.probes_failed += 1
+            return False
+        if answer.status in _LOCAL_FAILURES:
+            self.probes_failed += 1
+            return False
+        return True
+
+    async def _keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            up = await self._probe()
+            if up != self._alive:
+                self._set_alive(up)
+            self.server.expire(loop.time())
+            await self._save_held_off_loop()
+            await asyncio.sleep(self.config.keepalive)
+
+    def _want_resync(self, *, refresh: bool) -> None:
+        self._resync_refresh = self._resync_refresh or refresh
+        self._resync_wanted.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await self._resync_wanted.wait()
+            self._resync_wanted.clear()
+            refresh, self._resync_refresh = self._resync_refresh, False
+            self._syncing = True
+            try:
+                await self._resync(refresh)
+            except PbxmeshError as exc:
+                log.warning("SIP link resync failed: %s", exc)
+            finally:
+                self._syncing = False
+
+    async def _resync(self, refresh: bool) -> None:
+        port = self.port
+        if port is None:
+            return
+        if refresh:
+            self._send(RefreshBody(self.wire_eid(port.origin)))
+        current: dict[tuple[EID, str], DeviceState] = {}
+        for device, origin, state in port.origin_devices():
+            if self.shares_device(device) and state not in (DeviceState.INVALID,):
+                current[(self.wire_eid(origin), device)] = state
+        stale = [key for key in self._held if key not in current]
+        for eid, device in stale:
+            self._send(DeviceStateBody(device, neutral(device), eid))
+            del self._held[(eid, device)]
+        for (eid, device), state in current.items():
+            self._held[(eid, device)] = state
+            self._send(DeviceStateBody(device, state, eid))
+        self._held_dirty = True
+        mailboxes = 0
+        for box, (new, old, writer) in port.remote_mwi().items():
+            if self.shares_mailbox(box):
+                mailboxes += 1
+                self._send(MailboxStateBody(box, new, old, self.wire_eid(writer)))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await self.driver.wait_idle()
+        if refresh:  # one per link-up ("connection"); Asterisk's own refreshes are counted apart
+            self.resyncs += 1
+            self._sync_done.set()
+        else:
+            self.refreshes_answered += 1
+        log.info(
+            "SIP resync done peer=%s:%d remote_devices=%d cleared=%d mailboxes=%d refresh=%s",
+            *self.config.dest,
+            len(current),
+            len(stale),
+            mailboxes,
+            refresh,
+        )
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def _write_rows(path: Path, rows: list[list[str]]) -> None:
+    try:
+        atomic_write(path, json.dumps(rows))
+    except OSError as exc:
+        log.warning("SIP link: cannot write %s: %s", path, exc)
+
+
+def sip_link_config(ast: AsteriskConfig, *, state_file: Path | None = None) -> SipLinkConfig:
+    """The link's configuration from ``[asterisk]`` and ``[asterisk.sip]``."""
+    sip = ast.sip
+    if sip is None:
+        raise ConfigError("no [asterisk.sip] section")
+    return SipLinkConfig(
+        listen=sip.listen,
+        uri=sip.uri,
+        resource=_uri_user(sip.uri),
+        username=sip.username,
+        secret=sip.secret,
+        transport="tcp" if sip.transport == "tcp" else "udp",
+        include=ast.include,
+        exclude=ast.exclude,
+        share_mwi=ast.mwi,
+        mwi_include=ast.include,
+        mwi_exclude=ast.exclude,
+        state_file=state_file,
+        down_grace=ast.down_grace,
+    )
+
+
+def _uri_user(uri: str) -> str:
+    return uri_user(uri) or "pbxmesh"
