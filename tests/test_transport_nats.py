@@ -304,3 +304,34 @@ async def test_connect_errors_name_the_server_and_come_fast() -> None:
         assert f"127.0.0.1:{server.port} refused our credentials (user A-n1)" in text
         assert any(f"127.0.0.1:{dead} unreachable" in ln for ln in lines), text
         assert len(lines) == 2 and took < 5.0, (took, text)
+
+
+async def test_frames_of_a_sender_not_yet_in_the_view_are_held_until_it_joins(
+    nats_server: NatsServer, nats_group: str
+) -> None:
+    """A frame (a join snapshot, say) may arrive before its sender's first heartbeat: it is
+    never merged ahead of the membership, and never lost either: it comes right after the view
+    that has its sender."""
+    import nats
+
+    from pbxmesh.transport.nats import member_token
+
+    async with member("early.a", nats_group, (nats_server.url,)) as (_a, log):
+        raw = await nats.connect(nats_server.url)
+        try:
+            token = member_token("early.b")
+            await raw.publish(f"pbxmesh.{nats_group}.frames.{token}", b"snapshot of b")
+            await raw.flush()
+            await asyncio.sleep(0.3)  # a, heartbeating, has seen it by now: held, not given
+            assert not [e for e in log.items if isinstance(e, Message)]
+            async with member("early.b", nats_group, (nats_server.url,)):
+                view = await log.wait_for(joined_of(token), 5, "b joined")
+                message = await log.wait_for(
+                    lambda items: next((e for e in items if isinstance(e, Message)), None),
+                    5,
+                    "the held frame",
+                )
+                assert message.data == b"snapshot of b" and message.sender == token
+                assert log.items.index(view) < log.items.index(message)
+        finally:
+            await raw.close()

@@ -104,6 +104,12 @@ __all__ = ["NatsTransport"]
 
 log = logging.getLogger(__name__)
 
+#: How long, and how many, frames of a sender not yet in the view are held for it.
+HOLD_SECONDS: Final = 5.0
+HOLD_FRAMES: Final = 256
+#: Most senders held for at once (each node may publish only on its own subject).
+HOLD_SENDERS: Final = 1024
+
 _FALLBACK_MAX_PAYLOAD: Final = 1024 * 1024
 #: a timer this late (seconds) means our event loop was busy: see NatsTransport._forgive
 _STALL_SLACK: Final = 0.05
@@ -152,6 +158,9 @@ class NatsTransport(Transport):
         self._refused: set[str] = set()  # servers that refused our credentials since connected
         self._failback: asyncio.Task[None] | None = None
         self._unknown_senders: set[str] = set()
+        #: frames of senders not (yet) in our view, held until the view has them (then
+        #: delivered right after that view) or for HOLD_SECONDS: sender -> [(time, data)]
+        self._pending: dict[str, list[tuple[float, bytes]]] = {}
         #: frames dropped because their sender was not (yet) a member of our view
         self.dropped_from_non_members = 0
         #: set when the transport gave up for good; ``fatal_error`` says why
@@ -662,12 +671,10 @@ class NatsTransport(Transport):
                 log.debug("<<- frame from=%s len=%d", sender, len(msg.data))
             if sender != self.self_id and sender not in self._peers.peers:
                 # Not (yet, or no longer) in our view: a frame must never be merged ahead of
-                # the membership that would drop it. Its heartbeat makes it join, and the
-                # join brings its whole state in a snapshot.
-                self.dropped_from_non_members += 1
-                if sender not in self._unknown_senders:
-                    self._unknown_senders.add(sender)
-                    log.info("nats: frames from %s dropped until it is a member", sender)
+                # the membership that would drop it. It is held until a view has its sender
+                # (then delivered after that view) and dropped if none does in HOLD_SECONDS:
+                # the sender may have announced its whole state in it, and would not again.
+                self._hold(sender, msg.data)
                 return
             self._peers.seen(sender, asyncio.get_running_loop().time())
             self._deliver(Message(sender=sender, data=msg.data))
@@ -706,6 +713,34 @@ class NatsTransport(Transport):
             with contextlib.suppress(Exception):
                 await self._heartbeat(HeartbeatKind.ALIVE)
 
+    def _hold(self, sender: str, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        held = self._pending.get(sender)
+        if held is None:
+            if len(self._pending) >= HOLD_SENDERS:
+                self.dropped_from_non_members += 1
+                return
+            held = self._pending[sender] = []
+        while held and (now - held[0][0] > HOLD_SECONDS or len(held) >= HOLD_FRAMES):
+            held.pop(0)
+            self.dropped_from_non_members += 1
+        held.append((now, data))
+        if sender not in self._unknown_senders:
+            self._unknown_senders.add(sender)
+            log.info("nats: frames from %s held until it is a member", sender)
+
+    def _release(self, change: MembershipChange) -> None:
+        """Deliver the held frames of every member of ``change`` (after it); forget stale ones."""
+        now = asyncio.get_running_loop().time()
+        for m in change.members:
+            for t, data in self._pending.pop(m.member_id, ()):
+                if now - t <= HOLD_SECONDS:
+                    self._deliver(Message(sender=m.member_id, data=data))
+                else:
+                    self.dropped_from_non_members += 1
+        for sender in [s for s, held in self._pending.items() if now - held[-1][0] > HOLD_SECONDS]:
+            self.dropped_from_non_members += len(self._pending.pop(sender))
+
     # -- outbound events -------------------------------------------------------------------------
     def _deliver(self, event: TransportEvent) -> None:
         if self._closed:
@@ -726,6 +761,8 @@ class NatsTransport(Transport):
             all(change.clean),
         )
         self._deliver(change)
+        if self._pending:
+            self._release(change)
 
 
 def _abort_sockets(nc: Any) -> None:
