@@ -285,3 +285,28 @@ async def test_names_the_cluster_cannot_carry_are_skipped_and_the_link_survives(
     finally:
         await link.close()
         await sim.close()
+
+
+async def test_a_stale_copy_of_a_remote_mailbox_is_not_taken_for_a_local_change(
+    mesh: Harness,
+) -> None:
+    """Found by the chaos drill (seed 2): Asterisk still holds the counts another server had
+    when the link went down; the cluster's have changed since. The resync read MWIGet *before*
+    writing the cluster's counts, saw the old copy differ from them, and reported it as this
+    server's own: the stale counts came back everywhere, with a newer version."""
+    await mesh.start()
+    boxes = [f"{k}@default" for k in range(2000, 2060)]
+    for lap in range(3):
+        mesh.sim.drop_connections()
+        await wait_until(lambda: not mesh.link.client.connected, 5, "the drop seen")
+        async with asyncio.timeout(5):
+            await mesh.link.client.wait_connected()
+        for box in boxes:  # remote changes arriving as the link comes back
+            mesh.cluster.mailboxes[box] = (lap + 1, 0)
+            mesh.link.remote_mwi(box, lap + 1, 0, THERE)
+        async with asyncio.timeout(10):
+            await mesh.link.wait_synced()
+            await mesh.link.wait_idle()
+    assert all(mesh.sim.pbx.mwi_db[box] == (3, 0) for box in boxes)
+    claimed = [m for m in mesh.cluster.published_mwi if m[0] in boxes]
+    assert claimed == [], f"remote counts reported as this server's own: {claimed[:5]}"

@@ -641,6 +641,11 @@ class AmiLink(Link):
             return await self._resync_voicemail(client, remote)
         for box, (new, old) in remote.items():
             await self._write_mwi(box, new, old)
+        if remote:
+            # Read again, now that Asterisk holds the cluster's counts: the first list shows
+            # copies written before the link went down, and a copy that the cluster has changed
+            # since would pass for a local change and bring the stale counts back everywhere.
+            listing = await client.list_action("MWIGet", Mailbox="/.*/")
         for item in listing.items:
             box = item.get("Mailbox") or ""
             counts = (item.get("NewMessages"), item.get("OldMessages"))
