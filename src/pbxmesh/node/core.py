@@ -148,15 +148,15 @@ class Node:
             self.transport.self_id,
         )
 
-    async def wait_caught_up(self, timeout: float) -> bool:
+    async def wait_caught_up(self, within: float) -> bool:
         """Wait until every member that was in the group when this node joined has sent its
-        complete snapshot (or left), at most ``timeout`` seconds; True if it did.
+        complete snapshot (or left), at most ``within`` seconds; True if it did.
 
         A link reads its Asterisk at start, and tells a copy of another server's state from one
         of this server's own by comparing it with what the cluster holds: before the snapshots
         are in, a stale copy (from before a restart) would pass for this server's own."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 await self._caught_up.wait()
         return self._caught_up.is_set()
 
