@@ -433,6 +433,14 @@ class Drill:
 
     # -- the run ---------------------------------------------------------------------------
     async def run(self, faults: Sequence[Fault]) -> Report:
+        loop = asyncio.get_running_loop()
+
+        def quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            # a dropped or closed AMI session cancels its handler: that is the fault, not news
+            if not isinstance(context.get("exception"), asyncio.CancelledError):
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(quiet)
         self.configure()
         for sim in self.sims:
             await sim.start()
