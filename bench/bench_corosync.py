@@ -91,7 +91,16 @@ async def _worker(args: argparse.Namespace) -> None:
 
     gc.callbacks.append(on_gc)
     t_process = args.t0
-    transport = CorosyncTransport(CorosyncConfig(group=args.group))
+    transport: Any
+    if args.transport == "nats":  # bench_growth.py runs the same worker over NATS
+        from pbxmesh.transport.nats import NatsConfig, NatsTransport
+
+        servers = tuple(args.servers.split(","))
+        transport = NatsTransport(
+            NatsConfig(name=args.name, group=args.group, servers=servers, randomize=False)
+        )
+    else:
+        transport = CorosyncTransport(CorosyncConfig(group=args.group))
     # Receipts in arrays of machine ints: nothing the garbage collector has to traverse, so the
     # measurement itself does not cause collections (a list of tuples did, of 100-200 ms).
     recv_seq, recv_t = array.array("q"), array.array("q")
@@ -173,8 +182,8 @@ async def _worker(args: argparse.Namespace) -> None:
             _out({"ev": "published", "first": first, "stamps": stamps.tolist(), "seconds": took})
         elif op == "fill":
             assert node is not None
-            count = int(cmd["count"])
-            for i in range(count):
+            count, start_at = int(cmd["count"]), int(cmd.get("start", 0))
+            for i in range(start_at, start_at + count):
                 node.publish_device(f"R/{i}", DeviceState.INUSE)
                 if i % 1000 == 999:
                     await asyncio.sleep(0)
@@ -263,6 +272,7 @@ class Worker:
         group: str,
         opts: argparse.Namespace,
         expect: int = 0,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.name = f"pbx{i}"
         cmd = cluster.command(
@@ -288,6 +298,7 @@ class Worker:
             str(time.monotonic_ns()),
             *(["--profile", opts.profile] if opts.profile else []),
             *(["--trace", opts.trace] if opts.trace else []),
+            *extra,
         )
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
@@ -470,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="", help=argparse.SUPPRESS)
     p.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--t0", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--transport", default="corosync", help=argparse.SUPPRESS)
+    p.add_argument("--servers", default="", help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="short phases (smoke test)")
     p.add_argument("--batch-delay", type=float, default=0.0, help="NodeConfig.batch_delay (s)")
     p.add_argument(

@@ -17,6 +17,7 @@ from pbxmesh.links.ami.codec import Action
 from pbxmesh.links.ami.counterparts import counterpart_name, hint_lines
 from pbxmesh.links.ami.link import AmiLink, AmiLinkConfig
 from pbxmesh.pbxsim.server import SimServer
+from pbxmesh.presence import PresenceState
 from pbxmesh.states import DeviceState
 
 MESH_DIALPLAN = "\n".join(
@@ -285,3 +286,76 @@ async def test_names_the_cluster_cannot_carry_are_skipped_and_the_link_survives(
     finally:
         await link.close()
         await sim.close()
+
+
+async def test_a_stale_copy_of_a_remote_mailbox_is_not_taken_for_a_local_change(
+    mesh: Harness,
+) -> None:
+    """Found by the chaos drill (seed 2): Asterisk still holds the counts another server had
+    when the link went down; the cluster's have changed since. The resync read MWIGet *before*
+    writing the cluster's counts, saw the old copy differ from them, and reported it as this
+    server's own: the stale counts came back everywhere, with a newer version."""
+    await mesh.start()
+    boxes = [f"{k}@default" for k in range(2000, 2060)]
+    for lap in range(3):
+        mesh.sim.drop_connections()
+        await wait_until(lambda: not mesh.link.client.connected, 5, "the drop seen")
+        async with asyncio.timeout(5):
+            await mesh.link.client.wait_connected()
+        for box in boxes:  # remote changes arriving as the link comes back
+            mesh.cluster.mailboxes[box] = (lap + 1, 0)
+            mesh.link.remote_mwi(box, lap + 1, 0, THERE)
+        async with asyncio.timeout(10):
+            await mesh.link.wait_synced()
+            await mesh.link.wait_idle()
+    assert all(mesh.sim.pbx.mwi_db[box] == (3, 0) for box in boxes)
+    claimed = [m for m in mesh.cluster.published_mwi if m[0] in boxes]
+    assert claimed == [], f"remote counts reported as this server's own: {claimed[:5]}"
+
+
+async def test_a_local_mwi_change_cancels_a_remote_count_still_queued(mesh: Harness) -> None:
+    """Found by the chaos drill (seed 101): the writer was busy with thousands of counterparts
+    when a remote count for a mailbox was queued; this server then changed that mailbox itself
+    (reported, and so the cluster's value). The queued, older remote count was written after
+    it and overwrote this server's own newer counts, which no one reported again."""
+    await mesh.start()
+    for k in range(3000):  # a burst elsewhere: the writer has a long queue of counterparts
+        mesh.cluster.slots[f"Custom:b{k}"] = {"server2": DeviceState.INUSE}
+        mesh.link.remote_device(f"Custom:b{k}", DeviceState.INUSE)
+    mesh.cluster.mailboxes["91@default"] = (6, 3)
+    mesh.link.remote_mwi("91@default", 6, 3, THERE)
+    ami = await RawAmi.connect(mesh.sim.port)
+    try:
+        await ami.request(
+            Action.of("MWIUpdate", Mailbox="91@default", NewMessages=2, OldMessages=7)
+        )
+    finally:
+        await ami.close()
+    await wait_until(lambda: ("91@default", 2, 7) in mesh.cluster.published_mwi)
+    async with asyncio.timeout(20):
+        await mesh.link.wait_idle()
+    assert mesh.sim.pbx.mwi_db["91@default"] == (2, 7)
+
+
+async def test_a_local_presence_change_cancels_a_remote_value_still_queued(mesh: Harness) -> None:
+    """The same as for MWI: presence is last-writer-wins too."""
+    await mesh.start()
+    for k in range(3000):
+        mesh.cluster.slots[f"Custom:b{k}"] = {"server2": DeviceState.INUSE}
+        mesh.link.remote_device(f"Custom:b{k}", DeviceState.INUSE)
+    mesh.cluster.presentities["CustomPresence:alice"] = (PresenceState.DND, "", "")
+    mesh.link.remote_presence("CustomPresence:alice", PresenceState.DND, "", "", THERE)
+    ami = await RawAmi.connect(mesh.sim.port)
+    try:
+        answer = await ami.request(
+            Action.of("Setvar", Variable="PRESENCE_STATE(CustomPresence:alice)", Value="away,,")
+        )
+    finally:
+        await ami.close()
+    assert answer.ok
+    await wait_until(lambda: any(p[1] is PresenceState.AWAY
+                                 for p in mesh.cluster.published_presence))  # fmt: skip
+    async with asyncio.timeout(20):
+        await mesh.link.wait_idle()
+    assert mesh.sim.pbx.presence is not None
+    assert mesh.sim.pbx.presence.cache["CustomPresence:alice"][0] == 3  # away

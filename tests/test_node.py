@@ -8,6 +8,7 @@ import pytest
 
 from pbxmesh.eid import EID
 from pbxmesh.node import ChannelConfig, Node, NodeConfig, make_listener
+from pbxmesh.presence import PresenceState
 from pbxmesh.states import DeviceState
 from pbxmesh.transport.memory import MemoryNetwork
 
@@ -230,3 +231,29 @@ async def test_withdrawing_reported_states_keeps_kept_ones_and_mwi_everywhere(tr
     # The link's next resync reports Asterisk's states again.
     a.publish_device("PJSIP/100", S.RINGING)
     await wait_for(lambda: c.devices.cluster_state("PJSIP/100") is S.RINGING)
+
+
+async def test_a_joining_node_is_caught_up_once_every_members_snapshot_is_in(trio) -> None:
+    """A link reads Asterisk only after this (daemon.py): a copy of another server's mailbox
+    left in Asterisk is then compared with the cluster's counts, not with nothing (the chaos
+    drill found a node restarted without its state directory claiming stale copies)."""
+    net, (a, b, c) = trio
+    for k, n in enumerate((a, b, c)):
+        n.publish_mwi(f"{k}000@default", k + 1, 0)
+        n.publish_presence(f"CustomPresence:p{k}", PresenceState.AWAY, "", "")
+    await wait_for(lambda: all(len(n.mwi.canonical()) == 3 for n in (a, b, c)))
+    d = make_node(net, "pbx4")
+    try:
+        await d.start()
+        assert await d.wait_caught_up(5.0)
+        assert {r.mailbox for r in d.mwi_rows(None)} == {"0000@default", "1000@default",
+                                                         "2000@default"}  # fmt: skip
+        assert len(d.presence) == 3
+    finally:
+        await d.close()
+    alone = make_node(MemoryNetwork(), "alone")
+    try:
+        await alone.start()
+        assert await alone.wait_caught_up(0.0)
+    finally:
+        await alone.close()

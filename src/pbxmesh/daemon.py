@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between saves of this node's own assertions (and one more at stop)
 OWN_STATE_INTERVAL = 1.0
+#: Seconds a starting node waits for the members' snapshots before its links read Asterisk.
+CATCH_UP_TIMEOUT = 5.0
 
 
 class OwnStateFile:
@@ -270,6 +272,14 @@ class Daemon:
         self._saved = self.node.own_changes
         await self.node.start()
         self._saver = asyncio.create_task(self._save_loop(), name="pbxmesh-own-state")
+        # The links read Asterisk at start: first let the cluster's snapshots in, so that a copy
+        # of another server's state left in Asterisk is known for one (bounded: a frozen peer
+        # must not keep this server's own states out of the cluster).
+        if not await self.node.wait_caught_up(CATCH_UP_TIMEOUT):
+            log.warning(
+                "not every member's snapshot arrived within %.0f s; reading Asterisk anyway",
+                CATCH_UP_TIMEOUT,
+            )
         await self._open_links(self.config.asterisk)
         await self._open_ring(self.config.ring)
         metrics = Metrics(self.node, links=lambda: self.links)

@@ -118,6 +118,8 @@ class NodeProcess:
     port: int
     netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
+    #: what the interpreter runs: pbxmesh itself, or a wrapper that runs it (clockstep.py)
+    entry: tuple[str, ...] = ("-m", "pbxmesh")
     _http: http.client.HTTPConnection | None = field(default=None, repr=False)
 
     @property
@@ -156,7 +158,7 @@ class NodeProcess:
         if not self.config_path.exists():
             self.write_config()
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        cmd = [*prefix, sys.executable, "-m", "pbxmesh", "-c", str(self.config_path), "run"]
+        cmd = [*prefix, sys.executable, *self.entry, "-c", str(self.config_path), "run"]
         with open(self.log_path, "ab") as err:
             err.write(f"=== start {time.strftime('%H:%M:%S')} ===\n".encode())
             err.flush()

@@ -113,6 +113,10 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[tuple[str, str]] = set()
         self._joined = asyncio.Event()
+        #: the other members in the view we joined, and the snapshot kinds still awaited from
+        #: each (see :meth:`wait_caught_up`)
+        self._awaited: dict[str, int] = {}
+        self._caught_up = asyncio.Event()
         self._closed = False
         self._resync_started = 0.0
         #: counts this node's own assertions, so a saver knows when to write them
@@ -143,6 +147,42 @@ class Node:
             self.transport.kind,
             self.transport.self_id,
         )
+
+    async def wait_caught_up(self, within: float) -> bool:
+        """Wait until every member that was in the group when this node joined has sent its
+        complete snapshot (or left), at most ``within`` seconds; True if it did.
+
+        A link reads its Asterisk at start, and tells a copy of another server's state from one
+        of this server's own by comparing it with what the cluster holds: before the snapshots
+        are in, a stale copy (from before a restart) would pass for this server's own."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._caught_up.wait()
+        return self._caught_up.is_set()
+
+    def _snapshot_kinds_wanted(self) -> int:
+        want = 0
+        for ch in self._channels.values():
+            if "device_state" in ch.subscribe or "mwi" in ch.subscribe:
+                want |= wire.SNAP_DEVICES | wire.SNAP_MWI
+            if "presence_state" in ch.subscribe:
+                want |= wire.SNAP_PRESENCE
+        return want
+
+    def _snapshot_from(self, member: str, kinds: int) -> None:
+        left = self._awaited.get(member)
+        if left is None:
+            return
+        if kinds & (wire.SNAP_DEVICES | wire.SNAP_MWI):
+            left &= ~(wire.SNAP_DEVICES | wire.SNAP_MWI)
+        if kinds & wire.SNAP_PRESENCE:
+            left &= ~wire.SNAP_PRESENCE
+        if left:
+            self._awaited[member] = left
+        else:
+            del self._awaited[member]
+            if not self._awaited:
+                self._caught_up.set()
 
     async def close(self) -> None:
         """Close the links, send what is queued, leave the group cleanly and stop."""
@@ -595,6 +635,7 @@ class Node:
                     whole = self._snapshots.add(f, items)
                     if whole is not None:
                         self._merge_snapshot(f.origin, f.channel, f.as_of, f.kinds, whole)
+                        self._snapshot_from(sender, f.kinds)
             case FrameType.LEAVE:
                 self._drop(f.origin)
             case FrameType.SYNC_REQUEST:
@@ -700,6 +741,16 @@ class Node:
             change.quorate,
         )
         self._notify_members()
+        if not self._joined.is_set():
+            want = self._snapshot_kinds_wanted()
+            me = self.transport.self_id
+            self._awaited = {m.member_id: want for m in change.members if m.member_id != me}
+            if not want:
+                self._awaited.clear()
+        for m in change.left:
+            self._awaited.pop(m.member_id, None)
+        if not self._awaited:
+            self._caught_up.set()
         if change.joined or not self._joined.is_set():
             self.stats.resyncs += 1
             self._resync_started = time.monotonic()

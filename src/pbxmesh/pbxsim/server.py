@@ -24,6 +24,7 @@ import hashlib
 import logging
 import random
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,11 +182,16 @@ class SimServer:
                 del self._actions[name]
             self._actions.update(voicemail)
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen; ``port`` 0 picks a free one (read it back from :attr:`port`)."""
-        self._server = await asyncio.start_server(self._serve, host, port)
-        sock = self._server.sockets[0].getsockname()
-        self.host, self.port = sock[0], sock[1]
+    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> None:
+        """Listen; ``port`` 0 picks a free one (read it back from :attr:`port`). With ``sock``
+        serve on that bound socket instead (``host`` and ``port`` are then ignored): a harness
+        makes it inside another network namespace, where the daemon under test runs."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._serve, host, port)
+        name = self._server.sockets[0].getsockname()
+        self.host, self.port = name[0], name[1]
         self._flusher = asyncio.create_task(self._flush_loop(), name="sim state flush")
         log.info("simulator listening on %s:%d", self.host, self.port)
 
@@ -214,6 +220,19 @@ class SimServer:
             self._server = None
         with contextlib.suppress(ValueError):
             self.pbx.listeners.remove(self._on_event)
+
+    def flush_events(self) -> None:
+        """Send the events raised since the last action; a harness that changes the PBX
+        directly (not through an AMI action) calls it after its changes."""
+        self._flush()
+
+    def drop_connections(self) -> int:
+        """Close every AMI session at once, as a network fault would; the listener stays, so
+        clients may reconnect. Returns how many were closed."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.writer.transport.abort()
+        return len(sessions)
 
     async def serve_forever(self) -> None:
         assert self._server is not None

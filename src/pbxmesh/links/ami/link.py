@@ -30,8 +30,10 @@ snapshot is never written after a newer change.
 **No echo.** ``DeviceStateChange`` for a name matching the counterpart template is never
 reported (whoever wrote it). For MWI the link remembers each count it applied with
 ``MWIUpdate`` and swallows the ``MessageWaiting`` that echoes it; a different count for that
-mailbox is a local change and is reported. (The cluster's own echo -- our own slots coming
-back -- is the node's business: a link is never told its own origin's changes.)
+mailbox is a local change and is reported, and drops a remote count still queued for that
+mailbox (older than the local change, it would otherwise be written over it). (The cluster's
+own echo -- our own slots coming back -- is the node's business: a link is never told its own
+origin's changes.)
 
 **Resync after every reconnect** (the client's ``on_connected`` hook): rewrite every counterpart
 from :meth:`~pbxmesh.links.base.LinkPort.remote_devices`; read ``DeviceStateList``, report
@@ -427,6 +429,7 @@ class AmiLink(Link):
                 self._changed_during_sync.add(key)
         port = self._port()
         self.presence.report(port.presence, presentity, value)
+        self.presence.dirty.pop(presentity, None)  # older than this change: see _local_mwi
 
     def _local_device(self, device: str, state_text: str, *, from_list: bool = False) -> None:
         if not device:
@@ -490,6 +493,9 @@ class AmiLink(Link):
         except StateError as exc:
             self._skip(box, exc)
             return
+        # A remote count still queued for this mailbox is older than this change, which the
+        # node has just made the cluster's: written after it, it would undo it here alone.
+        self._dirty_mwi.pop(box, None)
         self.published += 1
 
     def _port(self) -> LinkPort:
@@ -641,6 +647,11 @@ class AmiLink(Link):
             return await self._resync_voicemail(client, remote)
         for box, (new, old) in remote.items():
             await self._write_mwi(box, new, old)
+        if remote:
+            # Read again, now that Asterisk holds the cluster's counts: the first list shows
+            # copies written before the link went down, and a copy that the cluster has changed
+            # since would pass for a local change and bring the stale counts back everywhere.
+            listing = await client.list_action("MWIGet", Mailbox="/.*/")
         for item in listing.items:
             box = item.get("Mailbox") or ""
             counts = (item.get("NewMessages"), item.get("OldMessages"))
