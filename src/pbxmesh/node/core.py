@@ -21,8 +21,11 @@ one :class:`~pbxmesh.transport.Transport`. Its parts, each in its own module:
   state and resynchronises on the fresh membership change that follows the reconnect;
 * ``fanout.py`` -- listeners and links to Asterisk are told what changed (``links/base.py``).
 
-This module holds the lifecycle, the one inbound boundary (:meth:`Node._on_message`: decode,
-own echo, guard, channel subscription, apply) and the reads.
+* ``assertions.py`` -- this node's own assertions (published, restored, kept, withdrawn) and
+  its own grant; ``reading.py`` -- the reads; ``port.py`` -- the port a link reports through.
+
+This module holds the lifecycle and the one inbound boundary (:meth:`Node._on_message`:
+decode, own echo, guard, channel subscription, apply).
 
 *Channels* are ais.conf's event channels: a channel publishes and subscribes event types
 (``device_state``, ``mwi``, ``presence_state``). Frames carry their channel's name; a receiver
@@ -39,43 +42,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
 import time
 from collections.abc import Callable, Iterable
 
 from ..clock import HybridClock, version_millis
 from ..eid import EID
-from ..errors import PbxmeshError, RemoteProtocolError, SecurityError, StateError
-from ..links.base import BridgePort, Link
+from ..errors import PbxmeshError, RemoteProtocolError, SecurityError
+from ..links.base import Link
 from ..presence import (
-    PresenceChange,
-    PresenceRecord,
     PresenceState,
     PresenceStore,
-    check_presence_text,
-    check_presentity,
 )
-from ..states import DeviceState
 from ..store import (
-    DeviceChange,
     DeviceStore,
-    MwiChange,
-    MwiRecord,
     MwiStore,
-    check_device_name,
-    normalize_mailbox,
 )
 from ..tasks import cancel_and_wait
 from ..transport.base import LinkState, MembershipChange, Message, Transport
 from ..wire import frame as wire
 from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
+from .assertions import NodeAssertions
 from .config import ChannelConfig, NodeConfig
 from .fanout import Fanout, NodeListener
 from .guard import FrameGuard
-from .membership import MemberInfo, Membership
+from .membership import Membership
 from .outbound import Outbound
 from .parts import OwnParts
+from .port import OwnPort
+from .reading import NodeReading
 from .snapshots import SnapshotGatherer, send_snapshots
 from .stats import NodeStats, count
 
@@ -84,7 +79,7 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 
 
-class Node:
+class Node(NodeAssertions, NodeReading):
     """One node of the mesh. ``await start()``, then publish and listen; ``await close()``."""
 
     def __init__(
@@ -224,7 +219,7 @@ class Node:
         origin and is told the cluster's changes from now on (``links/base.py``)."""
         self._fanout.add_link(link)
         try:
-            await link.start(_OwnPort(self))
+            await link.start(OwnPort(self))
         except BaseException:
             self._fanout.remove_link(link)
             raise
@@ -239,297 +234,6 @@ class Node:
     def links(self) -> list[Link]:
         """The links to Asterisk, in the order they were added."""
         return list(self._fanout.links)
-
-    # -- local assertions --------------------------------------------------------------------
-    def restore(
-        self,
-        devices: Iterable[tuple[str, int, int]],
-        mwi: Iterable[tuple[str, int, int, int]],
-        presence: Iterable[tuple[str, int, str, str, int]] = (),
-    ) -> None:
-        """Take back this node's own assertions saved before a restart (call before start()).
-
-        They keep their versions; the clock is moved past them, and the snapshot sent at join
-        announces them. Newer assertions (a link's resync) supersede them.
-        """
-        for device, state, version in devices:
-            try:
-                item = DeviceItem(check_device_name(device), state, version)
-            except StateError as exc:
-                log.warning("saved state skipped: %s", exc)
-                continue
-            self.clock.observe(version)
-            self.devices.apply(self.eid, item.device, item.state, version)
-            self._parts.set_direct(item.device, DeviceState(item.state))
-            self.kept.add((1, item.device))
-        for mailbox, new, old, version in mwi:
-            try:
-                box = MwiItem(normalize_mailbox(mailbox), new, old, version)
-            except StateError as exc:
-                log.warning("saved state skipped: %s", exc)
-                continue
-            self.clock.observe(version)
-            self.mwi.apply(self.eid, box.mailbox, new, old, version)
-            self.kept.add((2, box.mailbox))
-        for presentity, state, subtype, message, version in presence:
-            try:
-                p = PresenceItem(check_presentity(presentity), state, subtype, message, version)
-            except StateError as exc:
-                log.warning("saved state skipped: %s", exc)
-                continue
-            self.clock.observe(version)
-            self.presence.apply(
-                self.eid, p.presentity, PresenceState(p.state), p.subtype, p.message, version
-            )
-            self.kept.add((3, p.presentity))
-        self.own_changes += 1
-
-    def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
-        """This node's kept assertions (published with ``keep=True``, e.g. by the CLI): its
-        slots for those devices and those mailboxes it wrote last. States learned from
-        Asterisk are not kept: Asterisk is their source, and its link re-reads them."""
-        devices = [
-            (d, int(self._parts.direct(d) or s), v)
-            for d, s, v in self.devices.snapshot(self.eid)
-            if (1, d) in self.kept
-        ]
-        mwi = [
-            (r.mailbox, r.new, r.old, r.version)
-            for r in self.mwi.written_by(self.eid)
-            if (2, r.mailbox) in self.kept and r.mailbox not in self._mwi_parts
-        ]
-        return devices, mwi
-
-    def own_presence(self) -> list[tuple[str, int, str, str, int]]:
-        """This node's kept presence assertions it wrote last, as :meth:`own_state` does
-        devices and mailboxes: ``(presentity, state, subtype, message, version)``."""
-        return [
-            (r.presentity, int(r.state), r.subtype, r.message, r.version)
-            for r in self.presence.written_by(self.eid)
-            if (3, r.presentity) in self.kept
-        ]
-
-    def publish_device(
-        self, device: str, state: DeviceState, keep: bool = False
-    ) -> DeviceChange | None:
-        """Assert this node's own state for a device; returns the change of cluster value.
-
-        ``keep``: the state has no other source (the CLI, a script) and is saved across
-        restarts (see :meth:`own_state`).
-        """
-        check_device_name(device)
-        if keep:
-            self.kept.add((1, device))
-            self.kept_changed.set()
-        state = DeviceState(state)
-        value = self._parts.set_direct(device, state)
-        self._fanout.own_device(device, state, None)
-        return self._set_own(device, value)
-
-    def publish_part(self, part: str, device: str, state: DeviceState) -> DeviceChange | None:
-        """A bridge's ``part`` of this node's own slot for ``device`` (INVALID: no part any
-        more); the slot becomes the aggregation of every part and the direct assertion
-        (``parts.py``). Returns the change of cluster value."""
-        check_device_name(device)
-        state = DeviceState(state)
-        value = self._parts.set_part(part, device, state)
-        current = self.devices.slots_of(device).get(self.eid)
-        if current is not None and current[0] is value:
-            return None  # the slot the cluster sees is unchanged
-        if current is None and value is DeviceState.INVALID:
-            return None  # nothing to retract
-        return self._set_own(device, value)
-
-    def _set_own(self, device: str, value: DeviceState) -> DeviceChange | None:
-        version = self.clock.tick()
-        change = self.devices.apply(self.eid, device, int(value), version)
-        self.own_changes += 1
-        self._out.enqueue(DeviceItem(device, int(value), version))
-        if change is not None:
-            self._fanout.device(change)
-        return change
-
-    def own_devices(self) -> dict[str, DeviceState]:
-        """This node's direct assertions (what it says without any bridged part)."""
-        held = {d for d, _, _ in self.devices.snapshot(self.eid)}
-        return {d: s for d, s in self._parts.directs().items() if d in held}
-
-    def own_mwi(self) -> dict[str, tuple[int, int]]:
-        """Mailboxes this node wrote last directly (not through a bridged part)."""
-        return {
-            r.mailbox: (r.new, r.old)
-            for r in self.mwi.written_by(self.eid)
-            if r.mailbox not in self._mwi_parts
-        }
-
-    def knows_origin(self, eid: EID) -> bool:
-        """True for this node's EID and every pbxmesh origin heard from and not gone."""
-        return eid == self.eid or self._membership.knows(eid)
-
-    def publish_mwi(
-        self, mailbox: str, new: int, old: int, keep: bool = False, part: str | None = None
-    ) -> MwiChange | None:
-        """Assert message counts for ``mailbox[@context]`` as this node (``keep``: as above;
-        ``part``: written on behalf of a bridged ring, see :meth:`publish_part`)."""
-        mailbox = normalize_mailbox(mailbox)
-        if part is None:
-            self._mwi_parts.pop(mailbox, None)
-        else:
-            self._mwi_parts[mailbox] = part
-        if keep:
-            self.kept.add((2, mailbox))
-            self.kept_changed.set()
-        if not (0 <= new <= 0x7FFFFFFF and 0 <= old <= 0x7FFFFFFF):
-            raise StateError(f"message counts {new}/{old} must be between 0 and 2147483647")
-        version = self.clock.tick()
-        change = self.mwi.apply(self.eid, mailbox, new, old, version)
-        self.own_changes += 1
-        self._out.enqueue(MwiItem(mailbox, new, old, version))
-        self._fanout.own_mwi(mailbox, new, old, part)
-        if change is not None:
-            self._fanout.mwi(change)
-        return change
-
-    def publish_presence(
-        self,
-        presentity: str,
-        state: PresenceState,
-        subtype: str = "",
-        message: str = "",
-        keep: bool = False,
-    ) -> PresenceChange | None:
-        """Assert the presence of ``CustomPresence:NAME`` as this node (``keep``: as above).
-
-        Raises :class:`StateError` for a name, subtype or message Asterisk could not carry.
-        """
-        presentity = check_presentity(presentity)
-        check_presence_text("subtype", subtype)
-        check_presence_text("message", message)
-        state = PresenceState(state)
-        if keep:
-            self.kept.add((3, presentity))
-            self.kept_changed.set()
-        version = self.clock.tick()
-        change = self.presence.apply(self.eid, presentity, state, subtype, message, version)
-        self.own_changes += 1
-        self._out.enqueue(PresenceItem(presentity, int(state), subtype, message, version))
-        if change is not None:
-            self.stats.presence_changes += 1
-            self._fanout.presence(change)
-        return change
-
-    def withdraw_reported(self) -> int:
-        """Remove this origin's device slots except the kept ones (see ``LinkPort.withdraw``)
-        and announce a complete snapshot, so that every peer removes them too."""
-        kept = []
-        held = self.devices.snapshot(self.eid)
-        bridged = self.clock.tick()
-        for d, s, v in held:
-            if (1, d) in self.kept:
-                kept.append((d, int(s), v))
-                continue
-            rest = self._parts.drop_direct(d)
-            if rest is not None and rest is not DeviceState.INVALID:
-                kept.append((d, int(rest), bridged))  # a bridged ring's part stays
-        for change in self.devices.merge_snapshot(self.eid, kept, complete_as_of=self.clock.tick()):
-            self._fanout.device(change)
-        self.own_changes += 1
-        self._announce()
-        withdrawn = len(held) - len(kept)
-        log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
-        return withdrawn
-
-    def refused_by_grant(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
-        """Why the others would drop ``item`` from us (our grant in [security.peers]); a link
-        that offers it is told once per device or mailbox in the log, and it is not sent."""
-        reason = self.guard.refuses(item) if self.guard is not None else None
-        if reason is not None:
-            key = (
-                item.device
-                if isinstance(item, DeviceItem)
-                else item.mailbox
-                if isinstance(item, MwiItem)
-                else item.presentity
-            )
-            if ("grant", key) not in self._warned:
-                self._warned.add(("grant", key))
-                log.warning("not shared: %s", reason)
-        return reason
-
-    # -- reading -----------------------------------------------------------------------------
-    def remote_state(self, device: str) -> DeviceState:
-        """The aggregate of the other origins' slots for a device (INVALID if none)."""
-        return self.devices.state_excluding(device, self.eid)
-
-    def remote_devices(self) -> dict[str, DeviceState]:
-        """Every device some other origin holds, with the aggregate of the others' slots."""
-        return {
-            device: self.devices.state_excluding(device, self.eid)
-            for device, _ in self.devices.devices()
-            if any(o != self.eid for o in self.devices.slots_of(device))
-        }
-
-    def remote_mwi(self) -> dict[str, tuple[int, int]]:
-        """Mailboxes whose last writer is another node: ``mailbox@context -> (new, old)``."""
-        return {r.mailbox: (r.new, r.old) for r in self.mwi.records() if r.origin != self.eid}
-
-    def presence_rows(self, pattern: str | None = None) -> list[PresenceRecord]:
-        """Presentities matching a glob pattern, sorted (``CustomPresence:*``; a pattern
-        without ``:`` is matched against the name after ``CustomPresence:``)."""
-        return sorted(
-            (r for r in self.presence.records() if not pattern or _presence_match(r, pattern)),
-            key=lambda r: r.presentity,
-        )
-
-    def members(self) -> list[MemberInfo]:
-        """The current view, self included."""
-        return list(self._membership.members.values())
-
-    def link_members(self) -> list[MemberInfo]:
-        """Asterisk servers the links see as members of their own ring (kind "asterisk")."""
-        return [m for link in self._fanout.links for m in link.members()]
-
-    def channels(self) -> list[ChannelConfig]:
-        return list(self._channels.values())
-
-    def device_rows(
-        self, pattern: str | None = None
-    ) -> list[tuple[str, DeviceState, dict[EID, DeviceState]]]:
-        """Devices matching a glob pattern: cluster value and each origin's state, sorted."""
-        rows = []
-        for device, state in sorted(self.devices.devices()):
-            if pattern and not fnmatch.fnmatchcase(device, pattern):
-                continue
-            slots = {o: s for o, (s, _) in self.devices.slots_of(device).items()}
-            for link in self._fanout.links:
-                slots.update(link.origin_slots(device))
-            rows.append((device, state, slots))
-        return rows
-
-    def mwi_rows(self, pattern: str | None = None) -> list[MwiRecord]:
-        return sorted(
-            (
-                r
-                for r in self.mwi.records()
-                if not pattern or fnmatch.fnmatchcase(r.mailbox, pattern)
-            ),
-            key=lambda r: r.mailbox,
-        )
-
-    def origin_name(self, eid: EID) -> str:
-        return self.config.name if eid == self.eid else self._membership.name_of(eid)
-
-    @property
-    def view(self) -> int:
-        return self._membership.view
-
-    @property
-    def quorate(self) -> bool:
-        return self._membership.quorate
-
-    @property
-    def queue_depth(self) -> int:
-        return len(self._out.queue)
 
     # -- announcing --------------------------------------------------------------------------
     def _announce(self) -> None:
@@ -771,97 +475,3 @@ class Node:
 
     def _notify_members(self) -> None:
         self._fanout.members(self.members())
-
-
-class _OwnPort:
-    """The :class:`~pbxmesh.links.base.LinkPort` for this node's own origin."""
-
-    __slots__ = ("_node",)
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    @property
-    def origin(self) -> EID:
-        return self._node.eid
-
-    def device(self, device: str, state: DeviceState) -> None:
-        if self._node.refused_by_grant(DeviceItem(device, int(state), 0)):
-            return
-        self._node.publish_device(device, state)
-
-    def mwi(self, mailbox: str, new: int, old: int) -> None:
-        if self._node.refused_by_grant(MwiItem(normalize_mailbox(mailbox), new, old, 0)):
-            return
-        self._node.publish_mwi(mailbox, new, old)
-
-    def remote_devices(self) -> dict[str, DeviceState]:
-        return self._node.remote_devices()
-
-    def origin_devices(self) -> list[tuple[str, EID, DeviceState]]:
-        node = self._node
-        return [
-            (device, origin, state)
-            for device, _ in node.devices.devices()
-            for origin, (state, _) in node.devices.slots_of(device).items()
-            if origin != node.eid
-        ]
-
-    def withdraw(self) -> int:
-        return self._node.withdraw_reported()
-
-    # -- BridgePort: for a link that bridges a ring of Asterisks -------------------------------
-    def part_device(self, part: str, device: str, state: DeviceState) -> None:
-        if state is not DeviceState.INVALID and self._node.refused_by_grant(
-            DeviceItem(device, int(state), 0)
-        ):
-            return
-        self._node.publish_part(part, device, state)
-
-    def part_mwi(self, part: str, mailbox: str, new: int, old: int) -> None:
-        if self._node.refused_by_grant(MwiItem(normalize_mailbox(mailbox), new, old, 0)):
-            return
-        self._node.publish_mwi(mailbox, new, old, part=part)
-
-    def own_devices(self) -> dict[str, DeviceState]:
-        return self._node.own_devices()
-
-    def own_mwi(self) -> dict[str, tuple[int, int]]:
-        return self._node.own_mwi()
-
-    def is_origin(self, eid: EID) -> bool:
-        return self._node.knows_origin(eid)
-
-    def state_excluding(self, device: str, origins: frozenset[EID]) -> DeviceState:
-        return self._node.devices.state_excluding_all(device, origins | {self._node.eid})
-
-    def remote_mwi(self) -> dict[str, tuple[int, int, EID]]:
-        node = self._node
-        return {
-            r.mailbox: (r.new, r.old, r.origin) for r in node.mwi.records() if r.origin != node.eid
-        }
-
-    def presence(
-        self, presentity: str, state: PresenceState, subtype: str = "", message: str = ""
-    ) -> None:
-        item = PresenceItem(check_presentity(presentity), int(state), subtype, message, 0)
-        if self._node.refused_by_grant(item):
-            return
-        self._node.publish_presence(presentity, state, subtype, message)
-
-    def remote_presence(self) -> dict[str, tuple[PresenceState, str, str, EID]]:
-        node = self._node
-        return {
-            r.presentity: (r.state, r.subtype, r.message, r.origin)
-            for r in node.presence.records()
-            if r.origin != node.eid
-        }
-
-
-def _presence_match(record: PresenceRecord, pattern: str) -> bool:
-    if ":" not in pattern:
-        return fnmatch.fnmatchcase(record.presentity.partition(":")[2], pattern)
-    return fnmatch.fnmatchcase(record.presentity, pattern)
-
-
-_: type[BridgePort] = _OwnPort  # the port fits the protocol

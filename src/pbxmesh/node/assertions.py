@@ -1,0 +1,289 @@
+"""This node's own assertions: published, restored and saved across restarts, withdrawn.
+
+A mixin of :class:`~pbxmesh.node.core.Node`: what a link or the CLI asserts as this server
+(``publish_device``/``publish_mwi``/``publish_presence``), the parts a bridged ring contributes
+to this node's own slot, the kept assertions saved in the state directory, the withdrawal of a
+down Asterisk's states, and this node's own grant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from ..clock import HybridClock
+from ..eid import EID
+from ..errors import StateError
+from ..presence import (
+    PresenceChange,
+    PresenceState,
+    PresenceStore,
+    check_presence_text,
+    check_presentity,
+)
+from ..states import DeviceState
+from ..store import (
+    DeviceChange,
+    DeviceStore,
+    MwiChange,
+    MwiStore,
+    check_device_name,
+    normalize_mailbox,
+)
+from ..transport.base import Transport
+from ..wire.frame import DeviceItem, MwiItem, PresenceItem
+from .config import ChannelConfig, NodeConfig
+from .fanout import Fanout
+from .guard import FrameGuard
+from .membership import Membership
+from .outbound import Outbound
+from .parts import OwnParts
+from .stats import NodeStats
+
+__all__ = ["NodeAssertions"]
+
+log = logging.getLogger(__name__)
+
+
+class NodeAssertions:
+    """This node's own assertions (mixed into :class:`~pbxmesh.node.core.Node`)."""
+
+    # State shared with :class:`~pbxmesh.node.core.Node` (set in its ``__init__``).
+    config: NodeConfig
+    eid: EID
+    clock: HybridClock
+    guard: FrameGuard | None
+    devices: DeviceStore
+    mwi: MwiStore
+    presence: PresenceStore
+    stats: NodeStats
+    transport: Transport
+    own_changes: int
+    kept: set[tuple[int, str]]
+    kept_changed: asyncio.Event
+    _fanout: Fanout
+    _out: Outbound
+    _membership: Membership
+    _channels: dict[str, ChannelConfig]
+    _warned: set[tuple[str, str]]
+    _parts: OwnParts
+    _mwi_parts: dict[str, str]
+
+    def _announce(self) -> None:
+        raise NotImplementedError  # Node's
+
+    def restore(
+        self,
+        devices: Iterable[tuple[str, int, int]],
+        mwi: Iterable[tuple[str, int, int, int]],
+        presence: Iterable[tuple[str, int, str, str, int]] = (),
+    ) -> None:
+        """Take back this node's own assertions saved before a restart (call before start()).
+
+        They keep their versions; the clock is moved past them, and the snapshot sent at join
+        announces them. Newer assertions (a link's resync) supersede them.
+        """
+        for device, state, version in devices:
+            try:
+                item = DeviceItem(check_device_name(device), state, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
+            self.clock.observe(version)
+            self.devices.apply(self.eid, item.device, item.state, version)
+            self._parts.set_direct(item.device, DeviceState(item.state))
+            self.kept.add((1, item.device))
+        for mailbox, new, old, version in mwi:
+            try:
+                box = MwiItem(normalize_mailbox(mailbox), new, old, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
+            self.clock.observe(version)
+            self.mwi.apply(self.eid, box.mailbox, new, old, version)
+            self.kept.add((2, box.mailbox))
+        for presentity, state, subtype, message, version in presence:
+            try:
+                p = PresenceItem(check_presentity(presentity), state, subtype, message, version)
+            except StateError as exc:
+                log.warning("saved state skipped: %s", exc)
+                continue
+            self.clock.observe(version)
+            self.presence.apply(
+                self.eid, p.presentity, PresenceState(p.state), p.subtype, p.message, version
+            )
+            self.kept.add((3, p.presentity))
+        self.own_changes += 1
+
+    def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+        """This node's kept assertions (published with ``keep=True``, e.g. by the CLI): its
+        slots for those devices and those mailboxes it wrote last. States learned from
+        Asterisk are not kept: Asterisk is their source, and its link re-reads them."""
+        devices = [
+            (d, int(self._parts.direct(d) or s), v)
+            for d, s, v in self.devices.snapshot(self.eid)
+            if (1, d) in self.kept
+        ]
+        mwi = [
+            (r.mailbox, r.new, r.old, r.version)
+            for r in self.mwi.written_by(self.eid)
+            if (2, r.mailbox) in self.kept and r.mailbox not in self._mwi_parts
+        ]
+        return devices, mwi
+
+    def own_presence(self) -> list[tuple[str, int, str, str, int]]:
+        """This node's kept presence assertions it wrote last, as :meth:`own_state` does
+        devices and mailboxes: ``(presentity, state, subtype, message, version)``."""
+        return [
+            (r.presentity, int(r.state), r.subtype, r.message, r.version)
+            for r in self.presence.written_by(self.eid)
+            if (3, r.presentity) in self.kept
+        ]
+
+    def publish_device(
+        self, device: str, state: DeviceState, keep: bool = False
+    ) -> DeviceChange | None:
+        """Assert this node's own state for a device; returns the change of cluster value.
+
+        ``keep``: the state has no other source (the CLI, a script) and is saved across
+        restarts (see :meth:`own_state`).
+        """
+        check_device_name(device)
+        if keep:
+            self.kept.add((1, device))
+            self.kept_changed.set()
+        state = DeviceState(state)
+        value = self._parts.set_direct(device, state)
+        self._fanout.own_device(device, state, None)
+        return self._set_own(device, value)
+
+    def publish_part(self, part: str, device: str, state: DeviceState) -> DeviceChange | None:
+        """A bridge's ``part`` of this node's own slot for ``device`` (INVALID: no part any
+        more); the slot becomes the aggregation of every part and the direct assertion
+        (``parts.py``). Returns the change of cluster value."""
+        check_device_name(device)
+        state = DeviceState(state)
+        value = self._parts.set_part(part, device, state)
+        current = self.devices.slots_of(device).get(self.eid)
+        if current is not None and current[0] is value:
+            return None  # the slot the cluster sees is unchanged
+        if current is None and value is DeviceState.INVALID:
+            return None  # nothing to retract
+        return self._set_own(device, value)
+
+    def _set_own(self, device: str, value: DeviceState) -> DeviceChange | None:
+        version = self.clock.tick()
+        change = self.devices.apply(self.eid, device, int(value), version)
+        self.own_changes += 1
+        self._out.enqueue(DeviceItem(device, int(value), version))
+        if change is not None:
+            self._fanout.device(change)
+        return change
+
+    def own_devices(self) -> dict[str, DeviceState]:
+        """This node's direct assertions (what it says without any bridged part)."""
+        held = {d for d, _, _ in self.devices.snapshot(self.eid)}
+        return {d: s for d, s in self._parts.directs().items() if d in held}
+
+    def own_mwi(self) -> dict[str, tuple[int, int]]:
+        """Mailboxes this node wrote last directly (not through a bridged part)."""
+        return {
+            r.mailbox: (r.new, r.old)
+            for r in self.mwi.written_by(self.eid)
+            if r.mailbox not in self._mwi_parts
+        }
+
+    def knows_origin(self, eid: EID) -> bool:
+        """True for this node's EID and every pbxmesh origin heard from and not gone."""
+        return eid == self.eid or self._membership.knows(eid)
+
+    def publish_mwi(
+        self, mailbox: str, new: int, old: int, keep: bool = False, part: str | None = None
+    ) -> MwiChange | None:
+        """Assert message counts for ``mailbox[@context]`` as this node (``keep``: as above;
+        ``part``: written on behalf of a bridged ring, see :meth:`publish_part`)."""
+        mailbox = normalize_mailbox(mailbox)
+        if part is None:
+            self._mwi_parts.pop(mailbox, None)
+        else:
+            self._mwi_parts[mailbox] = part
+        if keep:
+            self.kept.add((2, mailbox))
+            self.kept_changed.set()
+        if not (0 <= new <= 0x7FFFFFFF and 0 <= old <= 0x7FFFFFFF):
+            raise StateError(f"message counts {new}/{old} must be between 0 and 2147483647")
+        version = self.clock.tick()
+        change = self.mwi.apply(self.eid, mailbox, new, old, version)
+        self.own_changes += 1
+        self._out.enqueue(MwiItem(mailbox, new, old, version))
+        self._fanout.own_mwi(mailbox, new, old, part)
+        if change is not None:
+            self._fanout.mwi(change)
+        return change
+
+    def publish_presence(
+        self,
+        presentity: str,
+        state: PresenceState,
+        subtype: str = "",
+        message: str = "",
+        keep: bool = False,
+    ) -> PresenceChange | None:
+        """Assert the presence of ``CustomPresence:NAME`` as this node (``keep``: as above).
+
+        Raises :class:`StateError` for a name, subtype or message Asterisk could not carry.
+        """
+        presentity = check_presentity(presentity)
+        check_presence_text("subtype", subtype)
+        check_presence_text("message", message)
+        state = PresenceState(state)
+        if keep:
+            self.kept.add((3, presentity))
+            self.kept_changed.set()
+        version = self.clock.tick()
+        change = self.presence.apply(self.eid, presentity, state, subtype, message, version)
+        self.own_changes += 1
+        self._out.enqueue(PresenceItem(presentity, int(state), subtype, message, version))
+        if change is not None:
+            self.stats.presence_changes += 1
+            self._fanout.presence(change)
+        return change
+
+    def withdraw_reported(self) -> int:
+        """Remove this origin's device slots except the kept ones (see ``LinkPort.withdraw``)
+        and announce a complete snapshot, so that every peer removes them too."""
+        kept = []
+        held = self.devices.snapshot(self.eid)
+        bridged = self.clock.tick()
+        for d, s, v in held:
+            if (1, d) in self.kept:
+                kept.append((d, int(s), v))
+                continue
+            rest = self._parts.drop_direct(d)
+            if rest is not None and rest is not DeviceState.INVALID:
+                kept.append((d, int(rest), bridged))  # a bridged ring's part stays
+        for change in self.devices.merge_snapshot(self.eid, kept, complete_as_of=self.clock.tick()):
+            self._fanout.device(change)
+        self.own_changes += 1
+        self._announce()
+        withdrawn = len(held) - len(kept)
+        log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
+        return withdrawn
+
+    def refused_by_grant(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
+        """Why the others would drop ``item`` from us (our grant in [security.peers]); a link
+        that offers it is told once per device or mailbox in the log, and it is not sent."""
+        reason = self.guard.refuses(item) if self.guard is not None else None
+        if reason is not None:
+            key = (
+                item.device
+                if isinstance(item, DeviceItem)
+                else item.mailbox
+                if isinstance(item, MwiItem)
+                else item.presentity
+            )
+            if ("grant", key) not in self._warned:
+                self._warned.add(("grant", key))
+                log.warning("not shared: %s", reason)
+        return reason
