@@ -8,70 +8,34 @@ down Asterisk's states, and this node's own grant.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
-from ..clock import HybridClock
 from ..eid import EID
 from ..errors import StateError
 from ..presence import (
     PresenceChange,
     PresenceState,
-    PresenceStore,
     check_presence_text,
     check_presentity,
 )
 from ..states import DeviceState
 from ..store import (
     DeviceChange,
-    DeviceStore,
     MwiChange,
-    MwiStore,
     check_device_name,
     normalize_mailbox,
 )
-from ..transport.base import Transport
 from ..wire.frame import DeviceItem, MwiItem, PresenceItem
-from .config import ChannelConfig, NodeConfig
-from .fanout import Fanout
-from .guard import FrameGuard
-from .membership import Membership
-from .outbound import Outbound
-from .parts import OwnParts
-from .stats import NodeStats
+from .state import NodeState
 
 __all__ = ["NodeAssertions"]
 
 log = logging.getLogger(__name__)
 
 
-class NodeAssertions:
+class NodeAssertions(NodeState):
     """This node's own assertions (mixed into :class:`~pbxmesh.node.core.Node`)."""
-
-    # State shared with :class:`~pbxmesh.node.core.Node` (set in its ``__init__``).
-    config: NodeConfig
-    eid: EID
-    clock: HybridClock
-    guard: FrameGuard | None
-    devices: DeviceStore
-    mwi: MwiStore
-    presence: PresenceStore
-    stats: NodeStats
-    transport: Transport
-    own_changes: int
-    kept: set[tuple[int, str]]
-    kept_changed: asyncio.Event
-    _fanout: Fanout
-    _out: Outbound
-    _membership: Membership
-    _channels: dict[str, ChannelConfig]
-    _warned: set[tuple[str, str]]
-    _parts: OwnParts
-    _mwi_parts: dict[str, str]
-
-    def _announce(self) -> None:
-        raise NotImplementedError  # Node's
 
     def restore(
         self,

@@ -3,56 +3,25 @@ control API and links read them (a mixin of :class:`~pbxmesh.node.core.Node`).""
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 
-from ..clock import HybridClock
 from ..eid import EID
 from ..presence import (
     PresenceRecord,
-    PresenceStore,
 )
 from ..states import DeviceState
 from ..store import (
-    DeviceStore,
     MwiRecord,
-    MwiStore,
 )
-from ..transport.base import Transport
-from .config import ChannelConfig, NodeConfig
-from .fanout import Fanout
-from .guard import FrameGuard
-from .membership import MemberInfo, Membership
-from .outbound import Outbound
-from .parts import OwnParts
-from .stats import NodeStats
+from .config import ChannelConfig
+from .membership import MemberInfo
+from .state import NodeState
 
 __all__ = ["NodeReading"]
 
 
-class NodeReading:
+class NodeReading(NodeState):
     """The node's reads (mixed into :class:`~pbxmesh.node.core.Node`)."""
-
-    # State shared with :class:`~pbxmesh.node.core.Node` (set in its ``__init__``).
-    config: NodeConfig
-    eid: EID
-    clock: HybridClock
-    guard: FrameGuard | None
-    devices: DeviceStore
-    mwi: MwiStore
-    presence: PresenceStore
-    stats: NodeStats
-    transport: Transport
-    own_changes: int
-    kept: set[tuple[int, str]]
-    kept_changed: asyncio.Event
-    _fanout: Fanout
-    _out: Outbound
-    _membership: Membership
-    _channels: dict[str, ChannelConfig]
-    _warned: set[tuple[str, str]]
-    _parts: OwnParts
-    _mwi_parts: dict[str, str]
 
     def remote_state(self, device: str) -> DeviceState:
         """The aggregate of the other origins' slots for a device (INVALID if none)."""
