@@ -61,7 +61,9 @@ withdraws.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -72,7 +74,7 @@ from ..states import DeviceState
 if TYPE_CHECKING:
     from ..node.membership import MemberInfo
 
-__all__ = ["BridgePort", "Hint", "Interest", "Link", "LinkPort", "LinkStatus"]
+__all__ = ["BridgePort", "GraceTimer", "Hint", "Interest", "Link", "LinkPort", "LinkStatus"]
 
 
 class Interest(enum.Flag):
@@ -190,6 +192,37 @@ class Hint:
     hint: str  # the devices it watches, "PJSIP/100&Custom:remote-PJSIP-100"
     status: int  # Asterisk's extension state number (-1 when unknown)
     status_text: str
+
+
+class GraceTimer:
+    """Calls ``action`` once, ``seconds`` after :meth:`start`, unless :meth:`cancel` comes
+    first: how long a link lets its Asterisk (or its ring) stay gone before its states stop
+    counting. ``start`` while already running keeps the first deadline. Event loop only."""
+
+    __slots__ = ("_action", "_handle", "seconds")
+
+    def __init__(self, seconds: float, action: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self._action = action
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def start(self) -> None:
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self.seconds, self._fire)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._action()
 
 
 class Link(abc.ABC):

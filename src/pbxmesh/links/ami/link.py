@@ -69,7 +69,7 @@ from ...presence import PresenceState
 from ...states import DeviceState, parse_state
 from ...store import normalize_mailbox
 from ...tasks import cancel_and_wait
-from ..base import Hint, Interest, Link, LinkPort, LinkStatus
+from ..base import GraceTimer, Hint, Interest, Link, LinkPort, LinkStatus
 from .client import AmiClient, AmiConfig
 from .codec import Action, Event
 from .counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE, counterpart_name
@@ -157,7 +157,7 @@ class AmiLink(Link):
             on_event=self._on_event,
             on_disconnected=self._on_disconnected,
         )
-        self._down_timer: asyncio.TimerHandle | None = None
+        self._down_timer = GraceTimer(self.config.down_grace, self._withdraw)
         #: times this link withdrew its states after Asterisk stayed unreachable
         self.withdrawals = 0
         self._dirty_devices: dict[str, DeviceState] = {}
@@ -198,10 +198,10 @@ class AmiLink(Link):
         await self.client.start()
 
     async def close(self) -> None:
-        self._cancel_down_timer()
+        self._down_timer.cancel()
         self.port = None  # nothing is reported or withdrawn after close
         await self.client.close()
-        self._cancel_down_timer()
+        self._down_timer.cancel()
         await cancel_and_wait(self._writer)
         self._writer = None
 
@@ -512,18 +512,11 @@ class AmiLink(Link):
     # -- Asterisk gone -------------------------------------------------------------------------
 
     def _on_disconnected(self) -> None:
-        if self.port is None or self._down_timer is not None or not self.config.include:
-            return  # (an AMI link that shares no device, e.g. beside SIP, withdraws nothing)
-        loop = asyncio.get_running_loop()
-        self._down_timer = loop.call_later(self.config.down_grace, self._withdraw)
-
-    def _cancel_down_timer(self) -> None:
-        if self._down_timer is not None:
-            self._down_timer.cancel()
-            self._down_timer = None
+        if self.port is not None and self.config.include:
+            # (an AMI link that shares no device, e.g. beside SIP, withdraws nothing)
+            self._down_timer.start()
 
     def _withdraw(self) -> None:
-        self._down_timer = None
         if self.port is None or self.client.connected:
             return
         self.withdrawals += 1
@@ -569,7 +562,7 @@ class AmiLink(Link):
                 return
 
     async def _resync(self, client: AmiClient) -> None:
-        self._cancel_down_timer()
+        self._down_timer.cancel()
         await self._set_filters(client)
         self._syncing = True
         self._changed_during_sync = set()

@@ -61,7 +61,7 @@ from ...states import DeviceState
 from ...tasks import cancel_and_wait
 from ...transport.base import LinkState, MembershipChange, Message, Transport
 from ...wire.asterisk import AstDeviceStateChange, AstMwi, decode_event
-from ..base import BridgePort, Interest, Link, LinkPort, LinkStatus
+from ..base import BridgePort, GraceTimer, Interest, Link, LinkPort, LinkStatus
 from .protocol import Effects, RingProtocol
 
 __all__ = ["RING_PART", "RingLink", "RingLinkConfig"]
@@ -137,7 +137,7 @@ class RingLink(Link):
         self._synced = asyncio.Event()
         self._joined = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._down_timer: asyncio.TimerHandle | None = None
+        self._down_timer = GraceTimer(self.config.down_grace, self._ring_gone)
         self._joined_at: dict[str, float] = {}
         self._others: set[str] = set()  # the other members of the group now
         self._colocated: set[str] = set()
@@ -166,7 +166,7 @@ class RingLink(Link):
         self._tasks.append(asyncio.create_task(self._receive_loop(), name="ring link reader"))
 
     async def close(self) -> None:
-        self._cancel_down_timer()
+        self._down_timer.cancel()
         if self._colocated:
             log.error(
                 "leaving CPG group %r while ring member(s) %s run on this corosync node: every "
@@ -369,7 +369,7 @@ class RingLink(Link):
         p, port = self.protocol, self.port
         if p is None or port is None:
             return
-        self._cancel_down_timer()
+        self._down_timer.cancel()
         present = {m.member_id for m in change.members}
         for member in [m for m in p.peers if m not in present]:
             self._apply(p.view([], [(member, p.peers[member].node_id)], ""))
@@ -401,19 +401,11 @@ class RingLink(Link):
             reason,
             self.config.down_grace,
         )
-        if self._down_timer is None:
-            loop = asyncio.get_running_loop()
-            self._down_timer = loop.call_later(self.config.down_grace, self._ring_gone)
+        self._down_timer.start()
 
     def _ring_gone(self) -> None:
-        self._down_timer = None
         if self.protocol is not None and not self._joined:
             self._apply(self.protocol.forget_all())
-
-    def _cancel_down_timer(self) -> None:
-        if self._down_timer is not None:
-            self._down_timer.cancel()
-            self._down_timer = None
 
     # -- effects -------------------------------------------------------------------------------
     def _apply(self, fx: Effects) -> None:

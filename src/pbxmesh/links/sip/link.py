@@ -76,7 +76,7 @@ from ...errors import ConfigError, LinkError, PbxmeshError, StateError
 from ...files import atomic_write
 from ...states import DeviceState
 from ...tasks import cancel_and_wait
-from ..base import Interest, Link, LinkPort, LinkStatus
+from ..base import GraceTimer, Interest, Link, LinkPort, LinkStatus
 from .auth import DigestServer
 from .bodies import (
     CONTENT_TYPE,
@@ -213,7 +213,7 @@ class SipLink(Link):
     def __init__(self, config: SipLinkConfig, *, timers: Timers | None = None) -> None:
         self.config = config
         self.port: LinkPort | None = None
-        self._down_timer: asyncio.TimerHandle | None = None
+        self._down_timer = GraceTimer(config.down_grace, self._withdraw)
         self.withdrawals = 0  # times Asterisk stayed down past down_grace
         host, lport = config.listen
         self.endpoint = SipEndpoint(host, lport, self._handle, timers=timers)
@@ -277,9 +277,7 @@ class SipLink(Link):
         ]
 
     async def close(self) -> None:
-        if self._down_timer is not None:
-            self._down_timer.cancel()
-            self._down_timer = None
+        self._down_timer.cancel()
         if not self._started:
             return
         self._started = False
@@ -540,12 +538,9 @@ class SipLink(Link):
             return
         self._alive = alive
         host, port = self.config.dest
-        if self._down_timer is not None:
-            self._down_timer.cancel()
-            self._down_timer = None
+        self._down_timer.cancel()
         if not alive and self.port is not None:
-            loop = asyncio.get_running_loop()
-            self._down_timer = loop.call_later(self.config.down_grace, self._withdraw)
+            self._down_timer.start()
         if alive:
             log.info("SIP link up: Asterisk answers at %s:%d", host, port)
             self._want_resync(refresh=True)
@@ -556,7 +551,6 @@ class SipLink(Link):
             log.warning("SIP link down: Asterisk at %s:%d does not answer", host, port)
 
     def _withdraw(self) -> None:
-        self._down_timer = None
         if self.port is None or self._alive:
             return
         self.withdrawals += 1
