@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from pbxmesh.links.ami.counterparts import counterpart_name
 from pbxmesh.links.sip.asterisk_conf import MODULES as SIP_MODULES
 from pbxmesh.transport.base import Message
 from pbxmesh.transport.corosync import CorosyncConfig, CorosyncTransport
-from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of
+from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of, free_port
 from tests.harness.corosync import loopback_corosync
 from tests.sip_helpers import HINT_MODULES, sip_asterisk
 
@@ -59,13 +58,6 @@ USER, SECRET = "admin", "s3cret"  # tests/harness/asterisk.py's AMI account
 DEVICES = 2000
 SERVERS = 3
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
