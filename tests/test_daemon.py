@@ -67,6 +67,51 @@ async def test_a_restarted_node_serves_and_announces_what_it_had_published(tmp_p
         await b.stop()
 
 
+async def test_reported_mailboxes_and_presence_are_announced_again_after_a_restart(
+    tmp_path,
+) -> None:
+    """What a link reported (not kept) is saved too, so that a restarted node's snapshot at
+    join carries its mailboxes and presence before its link has re-read Asterisk: a node
+    that joins meanwhile learns them from their owner instead of claiming its own copies."""
+    from pbxmesh.presence import PresenceState
+
+    net = MemoryNetwork()
+    a = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
+    b = Daemon(config(tmp_path, "b"), transport=net.new_transport("b"))
+    await a.start()
+    await b.start()
+    try:
+        a.node.publish_mwi("1405@default", 3, 1)  # as the AMI link reports a change
+        a.node.publish_presence("alice", PresenceState.AWAY, "", "lunch")
+
+        def saved() -> bool:  # by the periodic save, before any stop
+            mwi = a.own_file.load()[1]
+            presence = a.own_file.load_presence()
+            return [m[:3] for m in mwi] == [("1405@default", 3, 1)] and [
+                p[:4] for p in presence
+            ] == [("CustomPresence:alice", int(PresenceState.AWAY), "", "lunch")]
+
+        await wait_for(saved)
+        eid = a.eid
+        await a.stop()
+        again = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
+        await again.start()
+        c = Daemon(config(tmp_path, "c"), transport=net.new_transport("c"))
+        await c.start()
+        try:
+            await wait_for(lambda: c.node.mwi.get("1405@default") is not None)
+            record = c.node.mwi.get("1405@default")
+            assert record is not None and (record.new, record.old, record.origin) == (3, 1, eid)
+            presence = c.node.presence.get("CustomPresence:alice")
+            assert presence is not None and presence.origin == eid
+            assert presence.value == (PresenceState.AWAY, "", "lunch")
+        finally:
+            await c.stop()
+            await again.stop()
+    finally:
+        await b.stop()
+
+
 def test_a_damaged_own_state_file_is_a_clear_error(tmp_path) -> None:
     cfg = config(tmp_path, "a")
     cfg.node.state_dir.mkdir(parents=True)

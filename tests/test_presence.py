@@ -269,13 +269,13 @@ async def test_presentity_grants_are_enforced(tmp_path: Path) -> None:
             await n.close()
 
 
-async def test_kept_presence_survives_a_restart(tmp_path: Path) -> None:
+async def test_presence_survives_a_restart_kept_or_reported(tmp_path: Path) -> None:
     net = MemoryNetwork()
     eid = EID.generate()
     a = make_node(net, "a", eid=eid)
     await a.start()
     a.publish_presence("alice", P.DND, "", "back at 3", keep=True)
-    a.publish_presence("bob", P.AWAY)  # from Asterisk: its link re-reads it, not kept
+    a.publish_presence("bob", P.AWAY)  # from Asterisk: announced at the next join as well
     own = OwnStateFile(tmp_path / "own-state.json")
     own.save(*a.own_state(), a.own_presence())
     await a.close()
@@ -283,8 +283,9 @@ async def test_kept_presence_survives_a_restart(tmp_path: Path) -> None:
     again.restore(*own.load(), own.load_presence())
     record = again.presence.get("CustomPresence:alice")
     assert record is not None and record.value == (P.DND, "", "back at 3")
-    assert again.presence.get("CustomPresence:bob") is None
-    assert again.clock.tick() > record.version
+    bob = again.presence.get("CustomPresence:bob")
+    assert bob is not None and bob.value == (P.AWAY, "", "") and bob.origin == eid
+    assert again.clock.tick() > max(record.version, bob.version)
 
 
 # -- the AMI side's pure helpers ----------------------------------------------------------------

@@ -46,10 +46,11 @@ CATCH_UP_TIMEOUT = 5.0
 
 
 class OwnStateFile:
-    """This node's own assertions (devices it asserted, mailboxes and presentities it wrote
-    last), kept in the state directory so that a restarted node serves and announces them
-    again, as Asterisk keeps ``devstate change`` values in its AstDB. Written atomically; a
-    file written before presence existed has no ``presence`` key and reads as none."""
+    """This node's own assertions (device states published to be kept, every mailbox and
+    presentity it wrote last), kept in the state directory so that a restarted node serves and
+    announces them again, as Asterisk keeps ``devstate change`` values in its AstDB (see
+    :meth:`~pbxmesh.node.core.Node.own_state` for what is saved and why). Written atomically;
+    a file written before presence existed has no ``presence`` key and reads as none."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -314,7 +315,9 @@ class Daemon:
             return
         self._saved = self.node.own_changes
         try:
-            await asyncio.to_thread(self.own_file.save, *self.node.own_state())
+            await asyncio.to_thread(
+                self.own_file.save, *self.node.own_state(), self.node.own_presence()
+            )
         except OSError as exc:
             log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 

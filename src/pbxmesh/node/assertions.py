@@ -81,9 +81,18 @@ class NodeAssertions(NodeState):
         self.own_changes += 1
 
     def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
-        """This node's kept assertions (published with ``keep=True``, e.g. by the CLI): its
-        slots for those devices and those mailboxes it wrote last. States learned from
-        Asterisk are not kept: Asterisk is their source, and its link re-reads them."""
+        """What this node saves across restarts: its kept device slots (published with
+        ``keep=True``, e.g. by the CLI) and every mailbox it wrote last, kept or reported by a
+        link (not those a bridged ring wrote through it).
+
+        Device states learned from Asterisk are not saved: Asterisk is their source, its link
+        re-reads them, and an old one would light a lamp wrongly until then. Message counts
+        are: a restarted node must announce its mailboxes in the snapshot it sends at join,
+        before its link has re-read Asterisk, or a node restarting at the same moment reads
+        its own copy of them, finds them unknown to the cluster and claims them (the chaos
+        drill's defect 4, docs/reliability.md). The link's re-read then supersedes any that
+        changed while this node was down.
+        """
         devices = [
             (d, int(self._parts.direct(d) or s), v)
             for d, s, v in self.devices.snapshot(self.eid)
@@ -92,17 +101,17 @@ class NodeAssertions(NodeState):
         mwi = [
             (r.mailbox, r.new, r.old, r.version)
             for r in self.mwi.written_by(self.eid)
-            if (2, r.mailbox) in self.kept and r.mailbox not in self._mwi_parts
+            if r.mailbox not in self._mwi_parts
         ]
         return devices, mwi
 
     def own_presence(self) -> list[tuple[str, int, str, str, int]]:
-        """This node's kept presence assertions it wrote last, as :meth:`own_state` does
-        devices and mailboxes: ``(presentity, state, subtype, message, version)``."""
+        """Every presentity this node wrote last, kept or reported by a link, saved across
+        restarts for the reason :meth:`own_state` gives for mailboxes:
+        ``(presentity, state, subtype, message, version)``."""
         return [
             (r.presentity, int(r.state), r.subtype, r.message, r.version)
             for r in self.presence.written_by(self.eid)
-            if (3, r.presentity) in self.kept
         ]
 
     def publish_device(
