@@ -15,6 +15,11 @@ to it did not end in a connection (the next call of :meth:`choose` comes without
 nats-py's pings said it is dead: :meth:`abandoned`). When every server is held off, the one
 whose hold ends first is tried, after ``retry_wait``.
 
+*Unheard.* A server whose clients are not heard by the rest of the cluster although they hear
+it (a one-way path, see ``heartbeat.py``) is held off much longer (:meth:`unheard`): 30 s the
+first time, doubling at each repeat up to 10 minutes, so that a server with a lasting defect
+costs the other sites one short loss of this node per hold instead of one every few seconds.
+
 *Fail back.* While connected to a server that is not the most preferred, the transport probes
 the better ones (:func:`probe`: TCP connect and the server's INFO line, well within
 ``connect_timeout``). A better server that answered ``confirm`` probes in a row is worth the
@@ -32,7 +37,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-__all__ = ["ServerChoice", "netloc_of", "probe"]
+__all__ = ["UNHEARD_HOLD", "UNHEARD_HOLD_MAX", "ServerChoice", "netloc_of", "probe"]
+
+#: Hold-off of a server whose clients went unheard: the first time, and at most (doubling).
+UNHEARD_HOLD = 30.0
+UNHEARD_HOLD_MAX = 600.0
 
 
 def netloc_of(url: str) -> str:
@@ -57,6 +66,7 @@ class ServerChoice:
     _held: dict[str, float] = field(default_factory=dict)
     _attempt: str | None = None
     _answered: dict[str, int] = field(default_factory=dict)
+    _strikes: dict[str, tuple[int, float]] = field(default_factory=dict)  # unheard: count, when
     current: str | None = None
 
     def rank(self, netloc: str) -> int:
@@ -68,7 +78,8 @@ class ServerChoice:
     def choose(self, candidates: Sequence[str], now: float) -> tuple[str, float]:
         """The server to try next among ``candidates`` (nats-py's pool), and a delay."""
         if self._attempt is not None:  # the last attempt did not connect
-            self._held[self._attempt] = now + self.hold_off
+            held = self._held.get(self._attempt, 0.0)
+            self._held[self._attempt] = max(held, now + self.hold_off)
         if not candidates:
             raise ValueError("no candidate servers")
         order = sorted(candidates, key=self.rank)
@@ -92,8 +103,23 @@ class ServerChoice:
     def abandoned(self, netloc: str | None, now: float) -> None:
         """We gave up on ``netloc`` (it stopped answering): hold it off."""
         if netloc is not None:
-            self._held[netloc] = now + self.hold_off
+            self._held[netloc] = max(self._held.get(netloc, 0.0), now + self.hold_off)
         self.current = None
+
+    def unheard(self, netloc: str | None, now: float) -> float:
+        """Our messages did not get out of ``netloc``: hold it off for 30 s, doubling at each
+        repeat (a strike older than twice the longest hold is forgotten) up to 10 minutes.
+        Returns the hold."""
+        if netloc is None:
+            return 0.0
+        count, last = self._strikes.get(netloc, (0, now))
+        if now - last > 2 * UNHEARD_HOLD_MAX:
+            count = 0
+        hold = min(UNHEARD_HOLD * (1 << min(count, 16)), UNHEARD_HOLD_MAX)
+        self._strikes[netloc] = (count + 1, now)
+        self._held[netloc] = max(self._held.get(netloc, 0.0), now + hold)
+        self.current = None
+        return hold
 
     def better(self) -> tuple[str, ...]:
         """Servers preferred to the current one (what fail-back probes)."""

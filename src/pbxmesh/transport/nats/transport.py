@@ -49,6 +49,13 @@ it can be ours to judge: while messages wait unread in the subscription, nobody 
 failed, and time in which our own event loop did not run us (a 100,000-item snapshot merge,
 CPU starvation) is added to every timer instead of counting as silence.
 
+*One-way paths.* Every second a member publishes a *lost notice* (a heartbeat of kind LOST)
+naming the members it declared failed and has not heard since. A member that reads itself in
+another's notices for ``failure_timeout`` is heard by nobody there although it hears them: its
+server takes its messages but does not pass them on (nats-server 2.9's leaf-node interest
+defect, docs/nats.md). It leaves that server for the next one and holds it off for 30 s, then
+longer at each repeat (``servers.py``).
+
 *Delivery.* ``send`` publishes on our frames subject; NATS echoes it back to us, so every
 member including ourselves gets it, in per-sender FIFO (one connection, one subscription). A
 lock keeps concurrent senders in call order; while reconnecting nats-py buffers up to
@@ -94,7 +101,16 @@ from ..base import (
 )
 from .config import NatsConfig, group_subjects, member_token
 from .errors import Busy, describe, translate
-from .heartbeat import Heartbeat, HeartbeatKind, PeerTable, decode_heartbeat, encode_heartbeat
+from .heartbeat import (
+    Heartbeat,
+    HeartbeatKind,
+    LostNotice,
+    PeerTable,
+    UnheardWatch,
+    decode_heartbeat,
+    encode_heartbeat,
+    encode_lost,
+)
 from .servers import ServerChoice, netloc_of, probe
 
 if TYPE_CHECKING:
@@ -109,6 +125,9 @@ HOLD_SECONDS: Final = 5.0
 HOLD_FRAMES: Final = 256
 #: Most senders held for at once (each node may publish only on its own subject).
 HOLD_SENDERS: Final = 1024
+
+#: How long a member we lost is named in our lost notices (unless heard again).
+LOST_KEEP_SECONDS: Final = 600.0
 
 _FALLBACK_MAX_PAYLOAD: Final = 1024 * 1024
 #: a timer this late (seconds) means our event loop was busy: see NatsTransport._forgive
@@ -134,6 +153,8 @@ class NatsTransport(Transport):
         self._nc: Any = None
         self._sub: Any = None
         self._peers = PeerTable(self.member)
+        self._unheard = UnheardWatch()
+        self._unheard_told = False  # "no other server to move to" said for this episode
         self._started = False
         self._closed = False
         self._joined = asyncio.Event()  # set once the first view is out (and for good on close)
@@ -430,6 +451,29 @@ class NatsTransport(Transport):
             await nc.force_reconnect()
         _abort_sockets(nc)
 
+    async def _leave_unheard(self, by: list[str]) -> None:
+        """``by`` have not heard us for ``failure_timeout`` although we hear them: our server
+        does not pass our messages on. Move to another one, and keep away from it a while."""
+        who = ", ".join(by)
+        server = self._choice.current or "the server"
+        if len(self._choice.preferred) < 2:
+            if not self._unheard_told:
+                self._unheard_told = True
+                log.error(
+                    "nats: %s do(es) not hear us although we hear them: %s does not pass our "
+                    "messages on, and [cluster.nats] servers lists no other server to move to "
+                    "(see docs/nats.md, one-way paths)",
+                    who,
+                    server,
+                )
+            return
+        hold = self._choice.unheard(self._choice.current, asyncio.get_running_loop().time())
+        await self._abandon(
+            f"{who} ha(s|ve) not heard us for {self.config.failure_timeout:g} s although we "
+            f"hear them (a one-way path: see docs/nats.md); keeping away from it for {hold:.0f} s",
+            hold=False,
+        )
+
     async def _failback_loop(self) -> None:
         """Return to a more preferred server (the site's leaf) once it answers again."""
         c = self.config
@@ -570,6 +614,8 @@ class NatsTransport(Transport):
         self._epoch = (self._epoch + 1) & 0xFFFFFFFF
         self._last_echo = now
         self._peers.reset(now)  # they get a full failure_timeout to show up again
+        self._unheard.reset()  # notices about our last connection say nothing of this one
+        self._unheard_told = False
         self._gathering = True
         self._link.set()
         self._choice.connected(self._current_netloc())
@@ -614,20 +660,31 @@ class NatsTransport(Transport):
         hb = Heartbeat(kind, self._instance, self._epoch, self.config.name)
         await self._nc.publish(self._hb_subject, encode_heartbeat(hb))
 
+    async def _lost_notice(self, now: float) -> None:
+        lost = self._peers.lost_notice(now, LOST_KEEP_SECONDS)
+        if lost:
+            notice = LostNotice(self._instance, self._epoch, self.config.name, lost)
+            await self._nc.publish(self._hb_subject, encode_lost(notice))
+
     async def _tick(self) -> None:
-        """Publish heartbeats, expire silent members and watch our own echo, on one timer."""
+        """Publish heartbeats (and lost notices every other one), expire silent members and
+        watch our own echo, on one timer."""
         loop = asyncio.get_running_loop()
         c = self.config
         next_hb = expected = loop.time()
+        beat = 0
         while True:
             now = loop.time()
             if now - expected > _STALL_SLACK:
                 self._forgive(now - expected)
             if now >= next_hb:
                 next_hb = now + c.heartbeat_interval
+                beat += 1
                 if self._nc.is_connected:
                     try:
                         await self._heartbeat(HeartbeatKind.ALIVE)
+                        if beat % 2 == 0:
+                            await self._lost_notice(now)
                     except Exception as exc:
                         log.debug("nats heartbeat not sent: %s", exc)
             self._check(loop.time())
@@ -655,6 +712,12 @@ class NatsTransport(Transport):
             self._last_echo = now  # one forced reconnect per echo_timeout
             self._spawn(self._abandon(f"no echo of our heartbeats for {echo_age:.1f} s"))
             return  # our own path is in doubt: do not blame the others
+        c = self.config
+        unheard = self._unheard.unheard(now, c.failure_timeout, 6 * c.heartbeat_interval)
+        if unheard:
+            self._unheard.reset()
+            self._spawn(self._leave_unheard(unheard))
+            return
         change = self._peers.expire(now, self.config.failure_timeout)
         if change is not None:
             self._report(change)
@@ -688,6 +751,11 @@ class NatsTransport(Transport):
                 log.warning(
                     "nats: heartbeat of %r on %s dropped: name/subject differ", hb.name, subject
                 )
+                return
+            if isinstance(hb, LostNotice):
+                if sender != self.self_id:
+                    names_us = (self.self_id, self._instance) in hb.lost
+                    self._unheard.notice(sender, names_us, asyncio.get_running_loop().time())
                 return
             await self._on_heartbeat(sender, hb)
 
