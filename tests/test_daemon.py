@@ -112,6 +112,39 @@ async def test_reported_mailboxes_and_presence_are_announced_again_after_a_resta
         await b.stop()
 
 
+async def test_a_restarted_node_knows_the_mailboxes_and_presence_of_a_writer_that_is_gone(
+    tmp_path,
+) -> None:
+    """Snapshots carry only their sender's records: a node restarted while another writer is
+    down learns that writer's mailboxes and presence from its own saved copy, under the
+    writer's EID (so its link takes its PBX's copies for copies, not for this server's)."""
+    from pbxmesh.presence import PresenceState
+
+    net = MemoryNetwork()
+    a = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
+    b = Daemon(config(tmp_path, "b"), transport=net.new_transport("b"))
+    await a.start()
+    await b.start()
+    a.node.publish_mwi("1200@default", 3, 1)
+    a.node.publish_presence("bob", PresenceState.DND, "", "meeting")
+    await wait_for(lambda: b.node.presence.get("CustomPresence:bob") is not None)
+    await wait_for(lambda: len(b.own_file.load_cluster()[1]) == 1)  # b's periodic save
+    await a.stop()
+    await b.stop()
+    again = Daemon(config(tmp_path, "b"), transport=MemoryNetwork().new_transport("b"))
+    await again.start()
+    try:
+        box = again.node.mwi.get("1200@default")
+        assert box is not None and (box.new, box.old, box.origin) == (3, 1, a.eid)
+        bob = again.node.presence.get("CustomPresence:bob")
+        assert bob is not None and bob.origin == a.eid
+        assert bob.value == (PresenceState.DND, "", "meeting")
+        assert again.node.own_state()[1] == [] and again.node.own_presence() == []
+        assert again.node.clock.tick() > max(box.version, bob.version)
+    finally:
+        await again.stop()
+
+
 def test_a_damaged_own_state_file_is_a_clear_error(tmp_path) -> None:
     cfg = config(tmp_path, "a")
     cfg.node.state_dir.mkdir(parents=True)

@@ -92,15 +92,42 @@ class OwnStateFile:
                 raise ConfigError(f"{self.path}: presence state {state} is outside 0..6")
         return presence
 
+    def load_cluster(
+        self,
+    ) -> tuple[list[tuple[str, int, int, int, str]], list[tuple[str, int, str, str, int, str]]]:
+        """The other writers' mailboxes and presence (``cluster_mwi``, ``cluster_presence``;
+        a file written before they were saved has neither)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            mwi = [
+                (str(m), int(n), int(o), int(v), str(e))
+                for m, n, o, v, e in data.get("cluster_mwi", [])
+            ]
+            presence = [
+                (str(p), int(s), str(t), str(m), int(v), str(e))
+                for p, s, t, m, v, e in data.get("cluster_presence", [])
+            ]
+        except FileNotFoundError:
+            return [], []
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"{self.path}: this node's saved state is unreadable ({exc}); fix or delete it "
+                "(deleting it forgets the states published with `pbxmesh publish`)"
+            ) from None
+        return mwi, presence
+
     def save(
         self,
         devices: list[tuple[str, int, int]],
         mwi: list[tuple[str, int, int, int]],
         presence: list[tuple[str, int, str, str, int]] | None = None,
+        cluster: tuple[list[Any], list[Any]] | None = None,
     ) -> None:
         body: dict[str, Any] = {"devices": devices, "mwi": mwi}
         if presence:
             body["presence"] = presence
+        if cluster is not None:
+            body["cluster_mwi"], body["cluster_presence"] = cluster
         atomic_write(self.path, json.dumps(body))
 
 
@@ -168,7 +195,7 @@ class Daemon:
         self.control: Any = None
         self.own_file = OwnStateFile(state_dir / "own-state.json")
         self._saver: asyncio.Task[None] | None = None
-        self._saved = 0
+        self._saved: tuple[int, int, int] = (0, 0, 0)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
 
@@ -262,6 +289,14 @@ class Daemon:
         )
         devices, mwi = self.own_file.load()
         presence = self.own_file.load_presence()
+        cluster_mwi, cluster_presence = self.own_file.load_cluster()
+        if cluster_mwi or cluster_presence:
+            self.node.restore_cluster(cluster_mwi, cluster_presence)
+            log.info(
+                "restored the cluster's mailboxes=%d presentities=%d as last seen",
+                len(cluster_mwi),
+                len(cluster_presence),
+            )
         if devices or mwi or presence:
             self.node.restore(devices, mwi, presence)
             log.info(
@@ -270,7 +305,7 @@ class Daemon:
                 len(mwi),
                 len(presence),
             )
-        self._saved = self.node.own_changes
+        self._saved = self._generation()
         await self.node.start()
         self._saver = asyncio.create_task(self._save_loop(), name="pbxmesh-own-state")
         # The links read Asterisk at start: first let the cluster's snapshots in, so that a copy
@@ -308,25 +343,37 @@ class Daemon:
             kept.clear()
             await self._save_own_off_loop()
 
+    def _generation(self) -> tuple[int, int, int]:
+        """Changes since the start: this node's own, and of every mailbox and presentity."""
+        stats = self.node.stats
+        return self.node.own_changes, stats.mwi_changes, stats.presence_changes
+
     async def _save_own_off_loop(self) -> None:
         # The snapshot on the loop, the write (fsync) in a thread: a slow disk must not stall
         # the loop, least of all for a SIP link, whose Asterisk waits for each answer.
-        if self.node.own_changes == self._saved:
+        generation = self._generation()
+        if generation == self._saved:
             return
-        self._saved = self.node.own_changes
+        self._saved = generation
+        node = self.node
         try:
             await asyncio.to_thread(
-                self.own_file.save, *self.node.own_state(), self.node.own_presence()
+                self.own_file.save,
+                *node.own_state(),
+                node.own_presence(),
+                node.cluster_records(),
             )
         except OSError as exc:
             log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 
     def _save_own(self) -> None:
-        if self.node.own_changes == self._saved:
+        generation = self._generation()
+        if generation == self._saved:
             return
-        self._saved = self.node.own_changes
+        self._saved = generation
+        node = self.node
         try:
-            self.own_file.save(*self.node.own_state(), self.node.own_presence())
+            self.own_file.save(*node.own_state(), node.own_presence(), node.cluster_records())
         except OSError as exc:
             log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 

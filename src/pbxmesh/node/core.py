@@ -372,6 +372,7 @@ class Node(NodeAssertions, NodeReading):
                 n += 1
                 mchange = self.mwi.apply(origin, item.mailbox, item.new, item.old, item.version)
                 if mchange is not None:
+                    self.stats.mwi_changes += 1
                     self._fanout.mwi(mchange)
             elif isinstance(item, PresenceItem) and want_presence:
                 n += 1

@@ -22,6 +22,7 @@ class NodeStats:
     link_up: bool = False
     link_changes: int = 0
     presence_changes: int = 0  # presentities whose value changed here (any origin)
+    mwi_changes: int = 0  # mailboxes whose counts changed here (any origin)
 
 
 def count(d: dict[str, int], key: str, n: int = 1) -> None:
