@@ -241,8 +241,14 @@ class Demo:
             if out.returncode == 0:
                 return
             if time.monotonic() > end:
+                # The demo's directory is removed on exit: show the log's end now.
+                try:
+                    tail = (self.dir / f"node-{n}.log").read_text(errors="replace")[-3000:]
+                except OSError as exc:
+                    tail = f"(no log: {exc})"
                 raise SystemExit(
-                    f"pbxmesh demo: node {n} did not come up; see {self.dir}/node-{n}.log"
+                    f"pbxmesh demo: node {n} did not come up within {deadline:g} s; "
+                    f"the end of its log:\n{tail}"
                 )
             await asyncio.sleep(0.3)
 
