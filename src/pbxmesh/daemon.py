@@ -22,8 +22,9 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .clock import HybridClock, VersionFile
 from .config import AsteriskConfig, ClusterConfig, Config, RingSection, load_config
@@ -38,6 +39,8 @@ from .transport.base import Transport
 __all__ = ["Daemon", "OwnStateFile", "make_transport"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: seconds between saves of this node's own assertions (and one more at stop)
 OWN_STATE_INTERVAL = 1.0
@@ -55,18 +58,29 @@ class OwnStateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+    def _parse(self, parse: Callable[[Any], _T]) -> _T | None:
+        """``parse`` applied to the file's JSON; None if there is no file. A file that does
+        not read, or does not have the shape ``parse`` expects, is a clear error."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            devices = [(str(d), int(s), int(v)) for d, s, v in data["devices"]]
-            mwi = [(str(m), int(n), int(o), int(v)) for m, n, o, v in data["mwi"]]
+            return parse(json.loads(self.path.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            return [], []
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(
                 f"{self.path}: this node's saved state is unreadable ({exc}); fix or delete it "
                 "(deleting it forgets the states published with `pbxmesh publish`)"
             ) from None
+
+    def load(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+        loaded = self._parse(
+            lambda data: (
+                [(str(d), int(s), int(v)) for d, s, v in data["devices"]],
+                [(str(m), int(n), int(o), int(v)) for m, n, o, v in data["mwi"]],
+            )
+        )
+        if loaded is None:
+            return [], []
+        devices, mwi = loaded
         for _, state, _ in devices:
             if not 0 <= state <= 8:
                 raise ConfigError(f"{self.path}: device state {state} is outside 0..8")
@@ -74,19 +88,14 @@ class OwnStateFile:
 
     def load_presence(self) -> list[tuple[str, int, str, str, int]]:
         """The saved presence: ``(presentity, state, subtype, message, version)``."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            presence = [
+        presence = self._parse(
+            lambda data: [
                 (str(p), int(s), str(t), str(m), int(v))
                 for p, s, t, m, v in data.get("presence", [])
             ]
-        except FileNotFoundError:
+        )
+        if presence is None:
             return []
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"{self.path}: this node's saved state is unreadable ({exc}); fix or delete it "
-                "(deleting it forgets the states published with `pbxmesh publish`)"
-            ) from None
         for _, state, _, _, _ in presence:
             if not 0 <= state <= 6:
                 raise ConfigError(f"{self.path}: presence state {state} is outside 0..6")
@@ -97,24 +106,19 @@ class OwnStateFile:
     ) -> tuple[list[tuple[str, int, int, int, str]], list[tuple[str, int, str, str, int, str]]]:
         """The other writers' mailboxes and presence (``cluster_mwi``, ``cluster_presence``;
         a file written before they were saved has neither)."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            mwi = [
-                (str(m), int(n), int(o), int(v), str(e))
-                for m, n, o, v, e in data.get("cluster_mwi", [])
-            ]
-            presence = [
-                (str(p), int(s), str(t), str(m), int(v), str(e))
-                for p, s, t, m, v, e in data.get("cluster_presence", [])
-            ]
-        except FileNotFoundError:
-            return [], []
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"{self.path}: this node's saved state is unreadable ({exc}); fix or delete it "
-                "(deleting it forgets the states published with `pbxmesh publish`)"
-            ) from None
-        return mwi, presence
+        loaded = self._parse(
+            lambda data: (
+                [
+                    (str(m), int(n), int(o), int(v), str(e))
+                    for m, n, o, v, e in data.get("cluster_mwi", [])
+                ],
+                [
+                    (str(p), int(s), str(t), str(m), int(v), str(e))
+                    for p, s, t, m, v, e in data.get("cluster_presence", [])
+                ],
+            )
+        )
+        return loaded if loaded is not None else ([], [])
 
     def save(
         self,

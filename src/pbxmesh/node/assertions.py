@@ -59,25 +59,9 @@ class NodeAssertions(NodeState):
             self._parts.set_direct(item.device, DeviceState(item.state))
             self.kept.add((1, item.device))
         for mailbox, new, old, version in mwi:
-            try:
-                box = MwiItem(normalize_mailbox(mailbox), new, old, version)
-            except StateError as exc:
-                log.warning("saved state skipped: %s", exc)
-                continue
-            self.clock.observe(version)
-            self.mwi.apply(self.eid, box.mailbox, new, old, version)
-            self.kept.add((2, box.mailbox))
+            self._restore_mwi(self.eid, mailbox, new, old, version)
         for presentity, state, subtype, message, version in presence:
-            try:
-                p = PresenceItem(check_presentity(presentity), state, subtype, message, version)
-            except StateError as exc:
-                log.warning("saved state skipped: %s", exc)
-                continue
-            self.clock.observe(version)
-            self.presence.apply(
-                self.eid, p.presentity, PresenceState(p.state), p.subtype, p.message, version
-            )
-            self.kept.add((3, p.presentity))
+            self._restore_presence(self.eid, presentity, state, subtype, message, version)
         self.own_changes += 1
 
     def restore_cluster(
@@ -89,27 +73,42 @@ class NodeAssertions(NodeState):
         before start()), with their origins and versions; they are not this node's and are
         not announced. Why: see :meth:`cluster_records`."""
         for mailbox, new, old, version, origin in mwi:
-            try:
-                box = MwiItem(normalize_mailbox(mailbox), new, old, version)
-                eid = EID.parse(origin)
-            except (StateError, ValueError) as exc:
-                log.warning("saved cluster record skipped: %s", exc)
-                continue
-            if eid != self.eid:
-                self.clock.observe(version)
-                self.mwi.apply(eid, box.mailbox, new, old, version)
+            if (eid := self._saved_origin(origin)) is not None:
+                self._restore_mwi(eid, mailbox, new, old, version)
         for presentity, state, subtype, message, version, origin in presence:
-            try:
-                p = PresenceItem(check_presentity(presentity), state, subtype, message, version)
-                eid = EID.parse(origin)
-            except (StateError, ValueError) as exc:
-                log.warning("saved cluster record skipped: %s", exc)
-                continue
-            if eid != self.eid:
-                self.clock.observe(version)
-                self.presence.apply(
-                    eid, p.presentity, PresenceState(p.state), p.subtype, p.message, version
-                )
+            if (eid := self._saved_origin(origin)) is not None:
+                self._restore_presence(eid, presentity, state, subtype, message, version)
+
+    def _saved_origin(self, text: str) -> EID | None:
+        """The writer of a saved cluster record; None for ours (restored as our own) or bad."""
+        try:
+            eid = EID.parse(text)
+        except StateError as exc:
+            log.warning("saved state skipped: %s", exc)
+            return None
+        return None if eid == self.eid else eid
+
+    def _restore_mwi(self, origin: EID, mailbox: str, new: int, old: int, version: int) -> None:
+        try:
+            box = MwiItem(normalize_mailbox(mailbox), new, old, version)
+        except StateError as exc:
+            log.warning("saved state skipped: %s", exc)
+            return
+        self.clock.observe(version)
+        self.mwi.apply(origin, box.mailbox, new, old, version)
+
+    def _restore_presence(
+        self, origin: EID, presentity: str, state: int, subtype: str, message: str, version: int
+    ) -> None:
+        try:
+            p = PresenceItem(check_presentity(presentity), state, subtype, message, version)
+        except StateError as exc:
+            log.warning("saved state skipped: %s", exc)
+            return
+        self.clock.observe(version)
+        self.presence.apply(
+            origin, p.presentity, PresenceState(p.state), p.subtype, p.message, version
+        )
 
     def cluster_records(
         self,
@@ -236,8 +235,7 @@ class NodeAssertions(NodeState):
         else:
             self._mwi_parts[mailbox] = part
         if keep:
-            self.kept.add((2, mailbox))
-            self.kept_changed.set()
+            self.kept_changed.set()  # saved at once (every mailbox we wrote is saved)
         if not (0 <= new <= 0x7FFFFFFF and 0 <= old <= 0x7FFFFFFF):
             raise StateError(f"message counts {new}/{old} must be between 0 and 2147483647")
         version = self.clock.tick()
@@ -266,8 +264,7 @@ class NodeAssertions(NodeState):
         check_presence_text("message", message)
         state = PresenceState(state)
         if keep:
-            self.kept.add((3, presentity))
-            self.kept_changed.set()
+            self.kept_changed.set()  # saved at once (every presentity we wrote is saved)
         version = self.clock.tick()
         change = self.presence.apply(self.eid, presentity, state, subtype, message, version)
         self.own_changes += 1

@@ -116,7 +116,8 @@ class Node(NodeAssertions, NodeReading):
         self._resync_started = 0.0
         #: counts this node's own assertions, so a saver knows when to write them
         self.own_changes = 0
-        #: (kind, name) of the assertions that are saved across restarts
+        #: (kind, name) of the device states saved across restarts (kind 1; every mailbox
+        #: and presentity this node wrote last is saved anyway: see own_state)
         self.kept: set[tuple[int, str]] = set()
         #: set when a kept assertion is made, so it is saved at once
         self.kept_changed = asyncio.Event()

@@ -288,9 +288,6 @@ class UnheardWatch:
             if last - first >= span and now - last <= current
         )
 
-    def forget(self, sender: str) -> None:
-        self._episodes.pop(sender, None)
-
     def reset(self) -> None:
         self._episodes.clear()
 

@@ -707,18 +707,19 @@ class NatsTransport(Transport):
             return
         if self._sub is not None and self._sub.pending_msgs > 0:
             return  # input is waiting to be read: silence is ours, judge after reading it
+        c = self.config
         echo_age = now - self._last_echo
-        if echo_age > self.config.effective_echo_timeout:
+        if echo_age > c.effective_echo_timeout:
             self._last_echo = now  # one forced reconnect per echo_timeout
             self._spawn(self._abandon(f"no echo of our heartbeats for {echo_age:.1f} s"))
             return  # our own path is in doubt: do not blame the others
-        c = self.config
+        # lost notices come every other heartbeat: three missed ones end an episode
         unheard = self._unheard.unheard(now, c.failure_timeout, 6 * c.heartbeat_interval)
         if unheard:
             self._unheard.reset()
             self._spawn(self._leave_unheard(unheard))
             return
-        change = self._peers.expire(now, self.config.failure_timeout)
+        change = self._peers.expire(now, c.failure_timeout)
         if change is not None:
             self._report(change)
 
