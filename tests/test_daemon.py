@@ -31,12 +31,16 @@ def config(tmp_path: Path, name: str):
     return load_config(path)
 
 
+async def started(tmp_path: Path, net: MemoryNetwork, name: str) -> Daemon:
+    daemon = Daemon(config(tmp_path, name), transport=net.new_transport(name))
+    await daemon.start()
+    return daemon
+
+
 async def test_a_restarted_node_serves_and_announces_what_it_had_published(tmp_path) -> None:
     net = MemoryNetwork()
-    a = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
-    b = Daemon(config(tmp_path, "b"), transport=net.new_transport("b"))
-    await a.start()
-    await b.start()
+    a = await started(tmp_path, net, "a")
+    b = await started(tmp_path, net, "b")
     try:
         a.node.publish_device("Custom:dnd1001", DeviceState.BUSY, keep=True)
         a.node.publish_mwi("1001@default", 4, 2, keep=True)
@@ -76,10 +80,8 @@ async def test_reported_mailboxes_and_presence_are_announced_again_after_a_resta
     from pbxmesh.presence import PresenceState
 
     net = MemoryNetwork()
-    a = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
-    b = Daemon(config(tmp_path, "b"), transport=net.new_transport("b"))
-    await a.start()
-    await b.start()
+    a = await started(tmp_path, net, "a")
+    b = await started(tmp_path, net, "b")
     try:
         a.node.publish_mwi("1405@default", 3, 1)  # as the AMI link reports a change
         a.node.publish_presence("alice", PresenceState.AWAY, "", "lunch")
@@ -94,10 +96,8 @@ async def test_reported_mailboxes_and_presence_are_announced_again_after_a_resta
         await wait_for(saved)
         eid = a.eid
         await a.stop()
-        again = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
-        await again.start()
-        c = Daemon(config(tmp_path, "c"), transport=net.new_transport("c"))
-        await c.start()
+        again = await started(tmp_path, net, "a")
+        c = await started(tmp_path, net, "c")
         try:
             await wait_for(lambda: c.node.mwi.get("1405@default") is not None)
             record = c.node.mwi.get("1405@default")
@@ -121,18 +121,15 @@ async def test_a_restarted_node_knows_the_mailboxes_and_presence_of_a_writer_tha
     from pbxmesh.presence import PresenceState
 
     net = MemoryNetwork()
-    a = Daemon(config(tmp_path, "a"), transport=net.new_transport("a"))
-    b = Daemon(config(tmp_path, "b"), transport=net.new_transport("b"))
-    await a.start()
-    await b.start()
+    a = await started(tmp_path, net, "a")
+    b = await started(tmp_path, net, "b")
     a.node.publish_mwi("1200@default", 3, 1)
     a.node.publish_presence("bob", PresenceState.DND, "", "meeting")
     await wait_for(lambda: b.node.presence.get("CustomPresence:bob") is not None)
     await wait_for(lambda: len(b.own_file.load_cluster()[1]) == 1)  # b's periodic save
     await a.stop()
     await b.stop()
-    again = Daemon(config(tmp_path, "b"), transport=MemoryNetwork().new_transport("b"))
-    await again.start()
+    again = await started(tmp_path, MemoryNetwork(), "b")
     try:
         box = again.node.mwi.get("1200@default")
         assert box is not None and (box.new, box.old, box.origin) == (3, 1, a.eid)
