@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,11 +51,39 @@ NODES = ("pbx1", "pbx2", "pbx3")
 USER, SECRET = "pbxmesh", "demo-secret"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _ephemeral_low() -> int:
+    """Where the kernel starts handing out ports for outgoing connections (Linux)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 for both TCP and UDP, below the ephemeral range.
+
+    A port the kernel gave out for ``bind(("127.0.0.1", 0))`` and that was closed again is
+    ephemeral: another process's outgoing connection (a node's AMI or SIP client) may take it
+    before the demo's daemon binds it, which made a node fail to start ("Address already in
+    use"). Below the ephemeral range only a listener can hold a port, and each is checked.
+    """
+    low = _ephemeral_low()
+    first = 20000 if low > 21000 else 1024
+    pool = range(first, low) if low - first >= 20 * n else range(first, 65536)
+    candidates = random.sample(pool, k=min(len(pool), 20 * n))
+    ports: list[int] = []
+    for port in candidates:
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise SystemExit(f"pbxmesh demo: found no {n} free ports on 127.0.0.1")
 
 
 def say(text: str = "") -> None:
@@ -76,12 +105,13 @@ class Demo:
         self.dir = workdir
         self.group = group
         self.sip = sip
-        self.sip_ports = {n: _free_port() for n in NODES}  # the simulators' SIP
-        self.link_ports = {n: _free_port() for n in NODES}  # the nodes' SIP listeners
+        ports = iter(_free_ports(4 * len(NODES)))
+        self.sip_ports = {n: next(ports) for n in NODES}  # the simulators' SIP
+        self.link_ports = {n: next(ports) for n in NODES}  # the nodes' SIP listeners
         self.waiting: dict[str, dict[str, tuple[str, str]]] = {n: {} for n in NODES}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.ami_ports = {n: _free_port() for n in NODES}
-        self.ctl_ports = {n: _free_port() for n in NODES}
+        self.ami_ports = {n: next(ports) for n in NODES}
+        self.ctl_ports = {n: next(ports) for n in NODES}
         self.clients: dict[str, AmiClient] = {}
         self.corosync: subprocess.Popen[bytes] | None = None
 
