@@ -108,6 +108,7 @@ async def _worker(args: argparse.Namespace) -> None:
     pump: asyncio.Task[None] | None = None
     resync = {"want": args.expect, "got": 0}
 
+    t_start = time.monotonic_ns()
     if args.mode == "raw":
         await transport.start()
 
@@ -149,7 +150,11 @@ async def _worker(args: argparse.Namespace) -> None:
         if args.trace:
             _trace_frames(node, transport, args)
         await node.start()
-    _out({"ev": "ready", "t_process": t_process, "t_joined": time.monotonic_ns()})
+    # t_start: the join begins; t_joined: start() returned (over NATS it gathers the members
+    # first, so a small resync can be complete, and "resynced" sent, before "ready")
+    _out(
+        {"ev": "ready", "t_process": t_process, "t_start": t_start, "t_joined": time.monotonic_ns()}
+    )
 
     seq = 0
     states = (DeviceState.INUSE, DeviceState.NOT_INUSE)
@@ -264,6 +269,9 @@ def worker_main(args: argparse.Namespace) -> int:
 class Worker:
     """One worker process in a node's netns, driven by JSON lines."""
 
+    #: events a worker sends unasked; one that comes while another is awaited is kept
+    SPONTANEOUS = frozenset({"resynced"})
+
     def __init__(
         self,
         cluster: Any,
@@ -304,6 +312,7 @@ class Worker:
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
         )
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.early: dict[str, dict[str, Any]] = {}
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -318,6 +327,8 @@ class Worker:
         self.proc.stdin.flush()
 
     def wait(self, ev: str, timeout: float = 60.0) -> dict[str, Any]:
+        if ev in self.early:
+            return self.early.pop(ev)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -328,6 +339,8 @@ class Worker:
                 raise RuntimeError(f"{self.name}: exited (code {self.proc.poll()}) before {ev!r}")
             if msg.get("ev") == ev:
                 return msg
+            if msg.get("ev") in self.SPONTANEOUS:
+                self.early[msg["ev"]] = msg  # kept for a later wait()
 
     def ask(self, op: str, ev: str, timeout: float = 60.0, **kw: Any) -> dict[str, Any]:
         self.send(op=op, **kw)

@@ -13,7 +13,8 @@ step node 1 asserts the new devices and, once every node holds them:
 * **fill rate**: the new devices over the time until every other node holds them (sustained
   rate, batched by the node's sender);
 * **latency** p50/p99 of single changes at 100/s from node 1, pooled over every other node;
-* **resync**: node 2's process is killed and a new one joins: join -> holding every device;
+* **resync**: node 2's process is killed and a new one joins: from the start of its join
+  (``Node.start()`` called) until it holds every device;
 * **memory**: RSS of every node's process (mean and max), **CPU**: every node process's and
   the engine's CPU seconds over the step, per node;
 * **failure detection**, once per cluster size: over Corosync node n's link is cut (the others
@@ -160,7 +161,7 @@ def run_size(transport: str, n: int, steps: list[int], extra_for: Any, cluster: 
             ready = workers[2].wait("ready", 120)
             try:
                 done = workers[2].wait("resynced", 120)
-                resync = f"{(done['t'] - ready['t_joined']) / 1e9:.2f}"
+                resync = f"{(done['t'] - ready['t_start']) / 1e9:.2f}"
             except RuntimeError:
                 resync = "> 120"
             rows.append(
