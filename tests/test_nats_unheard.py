@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -30,6 +31,8 @@ from pbxmesh.transport.nats.heartbeat import (
 )
 from pbxmesh.transport.nats.servers import UNHEARD_HOLD, UNHEARD_HOLD_MAX, ServerChoice
 from tests.harness.nats import NatsCluster
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # -- the codec ---------------------------------------------------------------------------------
 tokens = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-%", min_size=1, max_size=40)
@@ -112,14 +115,14 @@ def test_a_clean_leave_is_not_named_as_lost() -> None:
 
 def test_the_watch_needs_notices_naming_us_for_the_whole_span() -> None:
     watch = UnheardWatch()
-    watch.notice("pbx2", True, 10.0)
-    watch.notice("pbx2", True, 11.0)
+    assert watch.notice("pbx2", True, 10.0) is True  # it has just declared us failed
+    assert watch.notice("pbx2", True, 11.0) is False  # the same episode
     assert watch.unheard(11.0, span=2.5, current=3.0) == []
     watch.notice("pbx2", True, 12.6)
     assert watch.unheard(12.6, span=2.5, current=3.0) == ["pbx2"]
     assert watch.unheard(20.0, span=2.5, current=3.0) == []  # its notices stopped: not current
-    watch.notice("pbx2", False, 20.5)  # it hears us again: the episode is over
-    watch.notice("pbx2", True, 21.0)
+    assert watch.notice("pbx2", False, 20.5) is False  # it hears us again: the episode ends
+    assert watch.notice("pbx2", True, 21.0) is True  # and a new one begins
     assert watch.unheard(22.0, span=2.5, current=3.0) == []
 
 
@@ -193,3 +196,79 @@ async def test_a_member_named_lost_by_one_it_hears_moves_to_another_server(
         await asyncio.sleep(3)  # several fail-back probes: the first server is held off
         assert a.connected_url == now
         print(f"\nnamed lost by a member it hears: moved to {now} after {moved:.2f} s")
+
+
+FROZEN_MEMBER = """
+import asyncio, sys
+from pbxmesh.eid import EID
+from pbxmesh.node import Node, NodeConfig
+from pbxmesh.states import DeviceState
+from pbxmesh.transport.nats import NatsConfig, NatsTransport
+
+async def main() -> None:
+    config = NatsConfig.local("frozen", sys.argv[1], tuple(sys.argv[2:]), randomize=False)
+    node = Node(NodeConfig(name="frozen", eid=EID.generate()), NatsTransport(config))
+    await node.start()
+    for i in range(50):
+        node.publish_device(f"Custom:f{i}", DeviceState.INUSE)
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.integration
+async def test_a_member_frozen_past_the_failure_timeout_announces_its_state_again(
+    nats_cluster: NatsCluster, nats_group: str
+) -> None:
+    """A frozen member saw no change of its own, but the others declared it failed and dropped
+    its states; when it thaws it must announce them again (found by the chaos drill over NATS:
+    a member frozen 2.7 s never had its unchanged devices back elsewhere)."""
+    import os
+    import signal
+    import sys
+
+    from pbxmesh.eid import EID
+    from pbxmesh.node import Node, NodeConfig
+    from pbxmesh.transport.nats import NatsConfig, NatsTransport
+
+    servers = nats_cluster.urls_from(0)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FROZEN_MEMBER,
+        nats_group,
+        *nats_cluster.urls_from(1),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    node = Node(
+        NodeConfig(name="watcher", eid=EID.generate()),
+        NatsTransport(NatsConfig.local("watcher", nats_group, servers, randomize=False)),
+    )
+    await node.start()
+
+    async def held(count: int, within: float) -> float:
+        began = time.monotonic()
+        while sum(1 for i in range(50) if f"Custom:f{i}" in node.devices) != count:
+            assert time.monotonic() - began < within, f"not {count} devices after {within} s"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - began
+
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 20) == b"ready\n"
+        await held(50, 10)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            await held(0, 5)  # failure_timeout 1.25 s: declared failed, its states dropped
+            await asyncio.sleep(0.5)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        back = await held(50, 5)  # nothing changed there: it announces them again
+        print(f"\nfrozen member's states back {back:.2f} s after it thawed")
+    finally:
+        proc.kill()
+        await proc.wait()
+        await node.close()

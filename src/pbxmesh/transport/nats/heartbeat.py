@@ -272,12 +272,15 @@ class UnheardWatch:
     def __init__(self) -> None:
         self._episodes: dict[str, tuple[float, float]] = {}  # sender -> (first, last)
 
-    def notice(self, sender: str, names_us: bool, now: float) -> None:
+    def notice(self, sender: str, names_us: bool, now: float) -> bool:
+        """Record a notice of ``sender``; True if it starts an episode (``sender`` has just
+        declared us failed, and dropped what we asserted)."""
         if not names_us:
             self._episodes.pop(sender, None)
-            return
+            return False
         first, _ = self._episodes.get(sender, (now, now))
         self._episodes[sender] = (first, now)
+        return first == now
 
     def unheard(self, now: float, span: float, current: float) -> list[str]:
         """Senders whose notices have named us for ``span`` seconds, the last one less than

@@ -54,7 +54,11 @@ naming the members it declared failed and has not heard since. A member that rea
 another's notices for ``failure_timeout`` is heard by nobody there although it hears them: its
 server takes its messages but does not pass them on (nats-server 2.9's leaf-node interest
 defect, docs/nats.md). It leaves that server for the next one and holds it off for 30 s, then
-longer at each repeat (``servers.py``).
+longer at each repeat (``servers.py``). A member declared failed is named at once, not at the
+next notice: one that was only frozen or starved past ``failure_timeout`` saw no change of its
+own, yet the others dropped its states. Reading itself newly named, it reports the sender
+joined again, so its node announces its state again (held by the sender until it hears the
+member again, then applied).
 
 *Delivery.* ``send`` publishes on our frames subject; NATS echoes it back to us, so every
 member including ourselves gets it, in per-sender FIFO (one connection, one subscription). A
@@ -241,7 +245,7 @@ class NatsTransport(Transport):
             from nats.aio.client import Client
         except ImportError as exc:
             raise TransportError(
-                "the NATS transport needs nats-py: pip install 'pbxmesh[nats]'"
+                f"the NATS transport needs nats-py: pip install 'pbxmesh[nats]' ({exc})"
             ) from exc
         self._started = True
         loop = asyncio.get_running_loop()
@@ -666,6 +670,12 @@ class NatsTransport(Transport):
             notice = LostNotice(self._instance, self._epoch, self.config.name, lost)
             await self._nc.publish(self._hb_subject, encode_lost(notice))
 
+    async def _lost_notice_now(self, now: float) -> None:
+        try:
+            await self._lost_notice(now)
+        except Exception as exc:  # the link is down: the next notice will do
+            log.debug("nats lost notice not sent: %s", exc)
+
     async def _tick(self) -> None:
         """Publish heartbeats (and lost notices every other one), expire silent members and
         watch our own echo, on one timer."""
@@ -722,6 +732,9 @@ class NatsTransport(Transport):
         change = self._peers.expire(now, c.failure_timeout)
         if change is not None:
             self._report(change)
+            # tell the failed members now, not at the next notice: one that was only frozen
+            # or slow may be heard again within the second, and must announce its state again
+            self._spawn(self._lost_notice_now(now))
 
     # -- inbound ---------------------------------------------------------------------------------
     async def _on_msg(self, msg: Any) -> None:
@@ -756,7 +769,9 @@ class NatsTransport(Transport):
             if isinstance(hb, LostNotice):
                 if sender != self.self_id:
                     names_us = (self.self_id, self._instance) in hb.lost
-                    self._unheard.notice(sender, names_us, asyncio.get_running_loop().time())
+                    now = asyncio.get_running_loop().time()
+                    if self._unheard.notice(sender, names_us, now):
+                        self._declared_failed_by(sender)
                 return
             await self._on_heartbeat(sender, hb)
 
@@ -781,6 +796,17 @@ class NatsTransport(Transport):
         if hb.kind is HeartbeatKind.PROBE and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._heartbeat(HeartbeatKind.ALIVE)
+
+    def _declared_failed_by(self, sender: str) -> None:
+        """``sender`` declared us failed (we were frozen, starved or cut off past its
+        failure_timeout) and dropped our states, though we never stopped and saw no change.
+        Reporting it joined again makes the node announce its state again; ``sender`` holds
+        those frames until it hears us again, then applies them."""
+        peer = self._peers.peers.get(sender)
+        if peer is None:
+            return  # we lost it too: its return is a join, which announces anyway
+        log.info("nats: %s declared us failed; announcing our state again", sender)
+        self._report(self._peers.change(joined=(peer.member,)))
 
     def _hold(self, sender: str, data: bytes) -> None:
         now = asyncio.get_running_loop().time()
