@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -311,6 +312,40 @@ async def test_a_stale_copy_of_a_remote_mailbox_is_not_taken_for_a_local_change(
     assert all(mesh.sim.pbx.mwi_db[box] == (3, 0) for box in boxes)
     claimed = [m for m in mesh.cluster.published_mwi if m[0] in boxes]
     assert claimed == [], f"remote counts reported as this server's own: {claimed[:5]}"
+
+
+async def test_nothing_is_written_between_a_reconnect_and_its_resync(mesh: Harness) -> None:
+    """Found by the chaos drill over NATS (seed 24): a node restarted, learnt a newer count for
+    another server's mailbox at its join, and its link connected. The writer wrote that count
+    at once, while the resync was still setting its event filters; the resync then forgot the
+    echoes it expected, took the write's MessageWaiting for a change made on this Asterisk,
+    and claimed the mailbox for this server. The writer now waits for the resync."""
+    await mesh.start()
+    box = "3100@default"
+    release = asyncio.Event()
+    original = mesh.link._set_filters
+
+    async def slow_filters(client: Any) -> None:  # a slow first round trip of the session
+        await release.wait()
+        await original(client)
+
+    mesh.link._set_filters = slow_filters  # type: ignore[method-assign]
+    mesh.sim.drop_connections()
+    await wait_until(lambda: not mesh.link.client.connected, 5, "the drop seen")
+    async with asyncio.timeout(5):
+        await mesh.link.client.wait_connected()
+    mesh.cluster.mailboxes[box] = (4, 1)
+    mesh.link.remote_mwi(box, 4, 1, THERE)  # learnt as the link comes back
+    await asyncio.sleep(0.2)
+    assert box not in mesh.sim.pbx.mwi_db, "written before the resync began"
+    release.set()
+    async with asyncio.timeout(10):
+        await mesh.link.wait_synced()
+        await mesh.link.wait_idle()
+    await asyncio.sleep(0.2)
+    assert mesh.sim.pbx.mwi_db[box] == (4, 1)
+    claimed = [m for m in mesh.cluster.published_mwi if m[0] == box]
+    assert claimed == [], f"a remote count reported as this server's own: {claimed}"
 
 
 async def test_a_local_mwi_change_cancels_a_remote_count_still_queued(mesh: Harness) -> None:

@@ -175,6 +175,10 @@ class AmiLink(Link):
         self._writing = False
         self._sync_done = asyncio.Event()
         self._syncing = False
+        #: False from a (re)connect until its resync has begun: the writer waits, since the
+        #: resync forgets the echoes it expects and would take a write's echo for a change
+        #: made on Asterisk (found by the chaos drill: a remote mailbox claimed at a restart)
+        self._session_synced = False
         self._changed_during_sync: set[str] = set()
         self._mwiupdate_ok = True
         self._mwiget_ok = True
@@ -331,12 +335,12 @@ class AmiLink(Link):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._syncing or not self.client.connected:
+            if self._syncing or not self._session_synced or not self.client.connected:
                 self._settled.set()
                 continue  # the resync at (re)connect writes everything
             self._writing = True
             try:
-                while self._dirty_devices and not self._syncing:
+                while self._dirty_devices and self._writable():
                     # Up to WRITE_WINDOW Setvars in flight at once (each name at most once, so
                     # per-device order holds): one round trip per batch, not per device.
                     batch = []
@@ -344,11 +348,11 @@ class AmiLink(Link):
                         name = next(iter(self._dirty_devices))
                         batch.append((name, self._dirty_devices.pop(name)))
                     await asyncio.gather(*(self._write_device(n, st) for n, st in batch))
-                while self._dirty_mwi and not self._syncing:
+                while self._dirty_mwi and self._writable():
                     box = next(iter(self._dirty_mwi))
                     await self._write_mwi(box, *self._dirty_mwi.pop(box))
                 dirty = self.presence.dirty
-                while dirty and not self._syncing:
+                while dirty and self._writable():
                     name = next(iter(dirty))
                     await self.presence.write(self.client, name, dirty.pop(name))
             except AmiError as exc:
@@ -358,6 +362,9 @@ class AmiLink(Link):
             finally:
                 self._writing = False
                 self._settled.set()
+
+    def _writable(self) -> bool:
+        return self._session_synced and not self._syncing
 
     async def _write_device(self, name: str, state: DeviceState) -> None:
         if state is DeviceState.UNKNOWN:
@@ -512,6 +519,7 @@ class AmiLink(Link):
     # -- Asterisk gone -------------------------------------------------------------------------
 
     def _on_disconnected(self) -> None:
+        self._session_synced = False
         if self.port is not None and self.config.include:
             # (an AMI link that shares no device, e.g. beside SIP, withdraws nothing)
             self._down_timer.start()
@@ -563,12 +571,13 @@ class AmiLink(Link):
 
     async def _resync(self, client: AmiClient) -> None:
         self._down_timer.cancel()
-        await self._set_filters(client)
         self._syncing = True
+        self._session_synced = True
         self._changed_during_sync = set()
         self._written.clear()
         self._mwi_echo.clear()
         try:
+            await self._set_filters(client)
             expected: dict[str, DeviceState] = {}
             for device, state in self._port().remote_devices().items():
                 if self.shares_device(device):
