@@ -1,14 +1,15 @@
 """The chaos drill: random mixed faults from a seed under steady load, then an oracle.
 
-    python bench/chaos.py --seed 7 --minutes 10            # a long run (needs root, corosync)
+    python bench/chaos.py --seed 7 --minutes 10            # a long run (root; corosync or nats)
     python bench/chaos.py --seed 7 --minutes 1 --nodes 5
     python bench/chaos.py --replay OUT/schedule.json       # the same faults again
     python bench/chaos.py --seed 7 --minutes 2 --only partition,kill_node
+    python bench/chaos.py --seed 7 --minutes 10 --transport nats  # nats-server per namespace
 
 What it does, and the fault kinds: tests/harness/chaos.py and docs/reliability.md. Prints a
 summary and writes ``schedule.json`` (the faults, enough to run them again), ``trace.json``
 (when each fault began and ended), ``report.json`` and, when it diverged, every daemon's and
-corosync's log, to ``--out`` (default: a new temp dir). Exits 1 when it did not converge.
+engine's log, to ``--out`` (default: a new temp dir). Exits 1 when it did not converge.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=120.0, help="seconds allowed to converge")
     p.add_argument("--out", type=Path, help="directory for the trace and the report")
     p.add_argument("--replay", type=Path, help="a schedule.json to run again")
+    p.add_argument(
+        "--transport",
+        choices=("corosync", "nats"),
+        default="corosync",
+        help="the engine under the nodes (one corosync or nats-server per namespace)",
+    )
     args = p.parse_args()
     kinds = tuple(k for k in args.only.split(",") if k) or tuple(KINDS)
     unknown = set(kinds) - set(KINDS)
@@ -47,6 +54,7 @@ def main() -> int:
         replay = load_schedule(args.replay)
         conf = json.loads(args.replay.read_text())["config"]
         seed, seconds, nodes = conf["seed"], conf["seconds"], conf["size"]
+        args.transport = conf.get("transport", "corosync")
     cfg = DrillConfig(
         seed=seed,
         seconds=seconds,
@@ -58,6 +66,7 @@ def main() -> int:
         settle_timeout=args.settle,
         out=args.out,
         replay=replay,
+        transport=args.transport,
     )
     report = run_drill(cfg)
     print(report.summary())

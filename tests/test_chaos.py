@@ -1,5 +1,6 @@
-"""The chaos drill, short and seeded (about a minute): mixed random faults under load on three
-corosync nodes in network namespaces, each with its simulated Asterisk, then the oracle.
+"""The chaos drill, short and seeded (about a minute each): mixed random faults under load on
+three nodes in network namespaces, over Corosync and over NATS, each node with its simulated
+Asterisk, then the oracle.
 
 The long runs (10 minutes, several seeds) are run by hand with ``bench/chaos.py``; their results
 are in docs/reliability.md, with the one fault kind this drill leaves out and why.
@@ -12,6 +13,7 @@ import pytest
 from tests.harness.chaos import KINDS, DrillConfig, Fault, run_drill, schedule
 from tests.harness.chaos_model import Model
 from tests.harness.fixtures import require_corosync
+from tests.harness.nats_fixtures import require_nats
 
 #: Restarts without the state directory are left out until a joining node learns the MWI and
 #: presence kept from writers that are gone (docs/reliability.md, "Known divergence").
@@ -54,8 +56,11 @@ def test_the_oracle_names_what_is_lost_stale_and_resurrected() -> None:
 
 @pytest.mark.integration
 @pytest.mark.netns
-def test_a_seeded_chaos_drill_converges_to_the_oracle(tmp_path) -> None:
-    require_corosync(netns=True)
+@pytest.mark.parametrize("transport", ["corosync", "nats"])
+def test_a_seeded_chaos_drill_converges_to_the_oracle(tmp_path, transport: str) -> None:
+    require_corosync(netns=True)  # the namespaces come from the corosync harness either way
+    if transport == "nats":
+        require_nats()
     cfg = DrillConfig(
         seed=21,  # 13 faults of 8 kinds in 45 s, a 10,000-change burst among them
         seconds=45,
@@ -64,6 +69,7 @@ def test_a_seeded_chaos_drill_converges_to_the_oracle(tmp_path) -> None:
         kinds=CI_KINDS,
         settle_timeout=90,
         out=tmp_path,
+        transport=transport,
     )
     faults: list[Fault] = schedule(cfg)
     assert len(faults) >= 10

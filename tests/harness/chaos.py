@@ -53,6 +53,7 @@ from pbxmesh.pbxsim.server import SimServer
 
 from .chaos_model import Model
 from .corosync import Cluster, three_node_cluster
+from .nats import NatsServer
 from .nodes import NodeProcess, node_group
 
 __all__ = ["KINDS", "DrillConfig", "Fault", "run_drill", "schedule"]
@@ -67,9 +68,9 @@ KINDS: dict[str, tuple[int, float, float]] = {
     "kill_node_wipe": (2, 0.5, 4.0),  # kill -9 pbxmesh, restart without it (new EID)
     "restart_node": (2, 0.0, 2.0),  # SIGTERM pbxmesh, restart with its state directory
     "restart_node_wipe": (1, 0.0, 2.0),  # SIGTERM, restart without it
-    "kill_engine": (2, 1.0, 5.0),  # kill -9 corosync, restart it
+    "kill_engine": (2, 1.0, 5.0),  # kill -9 corosync (or nats-server), restart it
     "freeze_node": (2, 1.0, 8.0),  # SIGSTOP pbxmesh, SIGCONT
-    "freeze_engine": (2, 1.0, 8.0),  # SIGSTOP corosync, SIGCONT
+    "freeze_engine": (2, 1.0, 8.0),  # SIGSTOP corosync (or nats-server), SIGCONT
     "partition": (3, 2.0, 10.0),  # the node's link down, then up
     "ami_drop": (2, 0.0, 0.0),  # every AMI connection of the node's PBX dropped
     "ami_outage": (2, 1.0, 9.0),  # the PBX stops answering (past down_grace sometimes)
@@ -105,6 +106,95 @@ class DrillConfig:
     settle_timeout: float = 120.0
     out: Path | None = None  # where the trace, the report and (on divergence) logs go
     replay: tuple[Fault, ...] | None = None
+    transport: str = "corosync"  # or "nats": one nats-server per namespace, in one cluster
+
+
+class Engines:
+    """The engine under each node, one per namespace: corosync here, nats-server below.
+
+    Nodes count from 1, as the cluster harness does.
+    """
+
+    name = "corosync"
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def pid(self, i: int) -> int | None:
+        return self.cluster.nodes[i].pid
+
+    def kill(self, i: int) -> None:
+        self.cluster.kill(i)
+
+    def start(self, i: int) -> None:
+        self.cluster.start(i)
+
+    def log(self, i: int) -> Path:
+        return self.cluster.nodes[i].workdir / "corosync.log"
+
+    def node_conf(self, i: int, conf: str) -> str:
+        """The node's configuration file, for this engine."""
+        return conf
+
+    def close(self) -> None:
+        """Nothing: the cluster harness stops corosync."""
+
+
+class NatsEngines(Engines):
+    """One nats-server per namespace on its bridge address, routes to every other one; each
+    node lists its own server first, then the others (failover crosses the bridge)."""
+
+    name = "nats"
+    CLIENT, ROUTE, HTTP = 4222, 6222, 8222
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(cluster)
+        ids = range(1, cluster.size + 1)
+        self.servers: dict[int, NatsServer] = {}
+        for i in ids:
+            d = cluster.workdir / f"nats{i}"
+            d.mkdir(exist_ok=True)
+            self.servers[i] = NatsServer(
+                f"srv{i}",
+                d,
+                self.CLIENT,
+                self.HTTP,
+                cluster_port=self.ROUTE,
+                jetstream=False,
+                netns=cluster.netns(i),
+                host=cluster.address(i),
+                route_urls=[
+                    f"nats-route://{cluster.address(j)}:{self.ROUTE}" for j in ids if j != i
+                ],
+            )
+        for server in self.servers.values():
+            server.start()
+
+    def pid(self, i: int) -> int | None:
+        return self.servers[i].pid
+
+    def kill(self, i: int) -> None:
+        self.servers[i].kill()
+
+    def start(self, i: int) -> None:
+        self.servers[i].start()
+
+    def log(self, i: int) -> Path:
+        return self.servers[i].log_path
+
+    def node_conf(self, i: int, conf: str) -> str:
+        urls = [self.servers[i].url] + [s.url for j, s in self.servers.items() if j != i]
+        old = '[cluster]\ntransport = "corosync"\n'
+        section = "[cluster.corosync]\nreconnect_interval = 0.1\n"
+        if old not in conf or section not in conf:
+            raise RuntimeError("the node harness's configuration changed: update NatsEngines")
+        return conf.replace(old, '[cluster]\ntransport = "nats"\n').replace(
+            section, f"[cluster.nats]\nservers = {json.dumps(urls)}\n"
+        )
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
 
 
 def schedule(cfg: DrillConfig) -> list[Fault]:
@@ -217,9 +307,12 @@ class Report:
 
 
 class Drill:
-    def __init__(self, cfg: DrillConfig, cluster: Cluster, nodes: list[NodeProcess]) -> None:
+    def __init__(
+        self, cfg: DrillConfig, cluster: Cluster, engines: Engines, nodes: list[NodeProcess]
+    ) -> None:
         self.cfg = cfg
         self.cluster = cluster
+        self.engines = engines
         self.nodes = nodes
         self.sims = [Sim(cluster.netns(i + 1)) for i in range(cfg.size)]
         self.model = Model(cfg.size)
@@ -243,7 +336,7 @@ class Drill:
         for i, node in enumerate(self.nodes):
             node.write_config()
             node.config_path.write_text(
-                node.config_path.read_text()
+                self.engines.node_conf(i + 1, node.config_path.read_text())
                 + f'[asterisk]\nami = "127.0.0.1:{AMI_PORT}"\nusername = "{USER}"\n'
                 f'secret = "{SECRET}"\ndown_grace = {self.cfg.down_grace}\n'
             )
@@ -325,11 +418,11 @@ class Drill:
                     shutil.rmtree(node.state_dir, ignore_errors=True)
                 await self.start_node(i)
             elif f.kind == "kill_engine":
-                await asyncio.to_thread(self.cluster.kill, ci)
+                await asyncio.to_thread(self.engines.kill, ci)
                 await asyncio.sleep(f.duration)
-                await asyncio.to_thread(self.cluster.start, ci)
+                await asyncio.to_thread(self.engines.start, ci)
             elif f.kind in ("freeze_node", "freeze_engine"):
-                pid = node.pid if f.kind == "freeze_node" else self.cluster.nodes[ci].pid
+                pid = node.pid if f.kind == "freeze_node" else self.engines.pid(ci)
                 if pid is None:
                     raise RuntimeError("process not running")
                 os.kill(pid, signal.SIGSTOP)
@@ -387,11 +480,11 @@ class Drill:
         for i, node in enumerate(self.nodes):
             ci = i + 1
             await asyncio.to_thread(self.cluster.link_up, ci)
-            for pid in (node.pid, self.cluster.nodes[ci].pid):
+            for pid in (node.pid, self.engines.pid(ci)):
                 if pid is not None:
                     os.kill(pid, signal.SIGCONT)
-            if self.cluster.nodes[ci].pid is None:
-                await asyncio.to_thread(self.cluster.start, ci)
+            if self.engines.pid(ci) is None:
+                await asyncio.to_thread(self.engines.start, ci)
             if node.pid is None:
                 await self.start_node(i)
             if self.sims[i].server is None:
@@ -480,16 +573,17 @@ class Drill:
         return report
 
 
-def save_logs(nodes: Sequence[NodeProcess], cluster: Cluster, out: Path) -> None:
+def save_logs(nodes: Sequence[NodeProcess], engines: Engines, out: Path) -> None:
     for i, node in enumerate(nodes):
         with contextlib.suppress(OSError):
             shutil.copy(node.log_path, out / f"node{i + 1}.log")
         with contextlib.suppress(OSError):
-            shutil.copy(cluster.nodes[i + 1].workdir / "corosync.log", out / f"corosync{i + 1}.log")
+            shutil.copy(engines.log(i + 1), out / f"{engines.name}{i + 1}.log")
 
 
 def run_drill(cfg: DrillConfig) -> Report:
-    """Run one drill (needs root, corosync, network namespaces); returns its report."""
+    """Run one drill (needs root, network namespaces, corosync or nats-server); returns its
+    report."""
     out = cfg.out or Path(tempfile.mkdtemp(prefix="pbxmesh-chaos-"))
     out.mkdir(parents=True, exist_ok=True)
     faults = list(cfg.replay) if cfg.replay is not None else schedule(cfg)
@@ -502,25 +596,31 @@ def run_drill(cfg: DrillConfig) -> Report:
                     "size": cfg.size,
                     "rate": cfg.rate,
                     "burst": cfg.burst,
+                    "transport": cfg.transport,
                 },
                 "faults": [asdict(f) for f in faults],
             },
             indent=1,
         )
     )
-    with three_node_cluster(token_ms=1000, size=cfg.size) as cluster:
+    nats = cfg.transport == "nats"
+    with three_node_cluster(token_ms=1000, size=cfg.size, start=not nats) as cluster:
+        engines = NatsEngines(cluster) if nats else Engines(cluster)
         specs = [(f"pbx{i + 1}", cluster.netns(i + 1)) for i in range(cfg.size)]
-        with node_group(specs) as nodes:
-            drill = Drill(cfg, cluster, nodes)
-            try:
-                report = asyncio.run(drill.run(faults))
-            finally:
-                (out / "trace.json").write_text(json.dumps(drill.trace, indent=1))
-                with open(out / "changes.jsonl", "w", encoding="utf-8") as f:
-                    f.writelines(json.dumps(row) + "\n" for row in drill.log)
-            report.out = str(out)
-            if not report.converged:
-                save_logs(nodes, cluster, out)
+        try:
+            with node_group(specs) as nodes:
+                drill = Drill(cfg, cluster, engines, nodes)
+                try:
+                    report = asyncio.run(drill.run(faults))
+                finally:
+                    (out / "trace.json").write_text(json.dumps(drill.trace, indent=1))
+                    with open(out / "changes.jsonl", "w", encoding="utf-8") as f:
+                        f.writelines(json.dumps(row) + "\n" for row in drill.log)
+                report.out = str(out)
+                if not report.converged:
+                    save_logs(nodes, engines, out)
+        finally:
+            engines.close()
     (out / "report.json").write_text(json.dumps(asdict(report), indent=1))
     return report
 

@@ -12,6 +12,7 @@ a real CLOCK_MONOTONIC its sleeps fail with EINVAL, and faking both steps asynci
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 import threading
@@ -19,6 +20,10 @@ import time
 
 
 def main() -> None:
+    # Run as a script, this file's folder is first on sys.path, and its sibling nats.py (the
+    # test harness) would hide the nats package from pbxmesh's NATS transport.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     path, args = sys.argv[1], sys.argv[2:]
     real_time, real_time_ns = time.time, time.time_ns
     offset_ns = 0
