@@ -348,6 +348,83 @@ async def test_nothing_is_written_between_a_reconnect_and_its_resync(mesh: Harne
     assert claimed == [], f"a remote count reported as this server's own: {claimed}"
 
 
+async def test_a_local_change_during_a_resync_is_not_overwritten_by_it(mesh: Harness) -> None:
+    """Found by the chaos drill over NATS (seed 24): a restarted node's resync had read the
+    cluster's counts for a shared mailbox and was still writing counterparts when this server
+    changed that mailbox. The change was reported (the cluster's value now), and then the
+    resync wrote the older count it had read over it, here alone, for good."""
+    await mesh.start()
+    first, shared = "3200@default", "3201@default"
+    for box in (first, shared):
+        mesh.cluster.mailboxes[box] = (8, 6)
+    paused, release = asyncio.Event(), asyncio.Event()
+    original = mesh.link._write_mwi
+
+    async def slow_first(box: str, new: int, old: int) -> None:
+        if box == first and not release.is_set():
+            paused.set()
+            await release.wait()
+        await original(box, new, old)
+
+    mesh.link._write_mwi = slow_first  # type: ignore[method-assign]
+    mesh.sim.drop_connections()  # the resync at the reconnect writes both remote counts
+    async with asyncio.timeout(10):
+        await paused.wait()
+    ami = await RawAmi.connect(mesh.sim.port)
+    try:  # this server changes the shared mailbox while the resync is under way
+        await ami.request(Action.of("MWIUpdate", Mailbox=shared, NewMessages=2, OldMessages=2))
+    finally:
+        await ami.close()
+    await wait_until(lambda: (shared, 2, 2) in mesh.cluster.published_mwi)
+    release.set()
+    async with asyncio.timeout(10):
+        await mesh.link.wait_synced()
+        await mesh.link.wait_idle()
+    await asyncio.sleep(0.2)
+    assert mesh.sim.pbx.mwi_db[first] == (8, 6)
+    assert mesh.sim.pbx.mwi_db[shared] == (2, 2), "the resync wrote its older count over it"
+
+
+async def test_a_local_presence_change_during_a_resync_is_not_overwritten_by_it(
+    mesh: Harness,
+) -> None:
+    """The same as for MWI: presence is last-writer-wins too."""
+    await mesh.start()
+    first, shared = "CustomPresence:zed", "CustomPresence:alice"
+    for p in (first, shared):
+        mesh.cluster.presentities[p] = (PresenceState.DND, "", "")
+    paused, release = asyncio.Event(), asyncio.Event()
+    original = mesh.link.presence.write
+
+    async def slow_first(client: Any, presentity: str, value: Any) -> None:
+        if presentity == first and not release.is_set():
+            paused.set()
+            await release.wait()
+        await original(client, presentity, value)
+
+    mesh.link.presence.write = slow_first  # type: ignore[method-assign]
+    mesh.sim.drop_connections()
+    async with asyncio.timeout(10):
+        await paused.wait()
+    ami = await RawAmi.connect(mesh.sim.port)
+    try:
+        answer = await ami.request(
+            Action.of("Setvar", Variable=f"PRESENCE_STATE({shared})", Value="away,,")
+        )
+    finally:
+        await ami.close()
+    assert answer.ok
+    await wait_until(lambda: any(p[1] is PresenceState.AWAY
+                                 for p in mesh.cluster.published_presence))  # fmt: skip
+    release.set()
+    async with asyncio.timeout(10):
+        await mesh.link.wait_synced()
+        await mesh.link.wait_idle()
+    await asyncio.sleep(0.2)
+    assert mesh.sim.pbx.presence is not None
+    assert mesh.sim.pbx.presence.cache[shared][0] == 3, "the resync wrote dnd over away"
+
+
 async def test_a_local_mwi_change_cancels_a_remote_count_still_queued(mesh: Harness) -> None:
     """Found by the chaos drill (seed 101): the writer was busy with thousands of counterparts
     when a remote count for a mailbox was queued; this server then changed that mailbox itself

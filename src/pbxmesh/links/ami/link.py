@@ -618,7 +618,9 @@ class AmiLink(Link):
         if not self.presence.enabled:
             return 0
         remote = {p: (s, t, m) for p, (s, t, m, _) in self._port().remote_presence().items()}
-        written = await self.presence.resync_remote(client, remote)
+        written = await self.presence.resync_remote(
+            client, remote, skip=lambda p: "presence:" + p in self._changed_during_sync
+        )
         items = await self.presence.read_local(client)
         for item in items or ():
             parsed = self.presence.parse(item)
@@ -648,6 +650,8 @@ class AmiLink(Link):
         if listing is None:
             return await self._resync_voicemail(client, remote)
         for box, (new, old) in remote.items():
+            if "mwi:" + box in self._changed_during_sync:
+                continue  # changed on this Asterisk meanwhile, so the cluster's now: keep it
             await self._write_mwi(box, new, old)
         if remote:
             # Read again, now that Asterisk holds the cluster's counts: the first list shows

@@ -188,15 +188,21 @@ class PresenceMirror:
 
     # -- resync --------------------------------------------------------------------------------
     async def resync_remote(
-        self, client: AmiClient, remote: dict[str, PresenceValue]
+        self,
+        client: AmiClient,
+        remote: dict[str, PresenceValue],
+        skip: Callable[[str], bool] = lambda presentity: False,
     ) -> dict[str, PresenceValue]:
-        """Write every remote value (read from the node); the ones written."""
+        """Write every remote value (read from the node) but those ``skip`` names (changed on
+        this Asterisk while the resync ran: newer than ``remote``); the ones written."""
         self._echo.clear()
         self.dirty.clear()
         self.available = True  # this Asterisk may differ from the last: read_local tells
-        written = {p: v for p, v in remote.items() if self.shares(p)}
-        for presentity, value in written.items():
-            await self.write(client, presentity, value)
+        written: dict[str, PresenceValue] = {}
+        for presentity, value in remote.items():
+            if self.shares(presentity) and not skip(presentity):
+                await self.write(client, presentity, value)
+                written[presentity] = value
         return written
 
     async def read_local(self, client: AmiClient) -> tuple[Event, ...] | None:
