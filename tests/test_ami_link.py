@@ -314,6 +314,14 @@ async def test_a_stale_copy_of_a_remote_mailbox_is_not_taken_for_a_local_change(
     assert claimed == [], f"remote counts reported as this server's own: {claimed[:5]}"
 
 
+async def resynced(mesh: Harness) -> None:
+    """The link's resync is over, its queue written, and the echoes are in."""
+    async with asyncio.timeout(10):
+        await mesh.link.wait_synced()
+        await mesh.link.wait_idle()
+    await asyncio.sleep(0.2)
+
+
 async def test_nothing_is_written_between_a_reconnect_and_its_resync(mesh: Harness) -> None:
     """Found by the chaos drill over NATS (seed 24): a node restarted, learnt a newer count for
     another server's mailbox at its join, and its link connected. The writer wrote that count
@@ -339,10 +347,7 @@ async def test_nothing_is_written_between_a_reconnect_and_its_resync(mesh: Harne
     await asyncio.sleep(0.2)
     assert box not in mesh.sim.pbx.mwi_db, "written before the resync began"
     release.set()
-    async with asyncio.timeout(10):
-        await mesh.link.wait_synced()
-        await mesh.link.wait_idle()
-    await asyncio.sleep(0.2)
+    await resynced(mesh)
     assert mesh.sim.pbx.mwi_db[box] == (4, 1)
     claimed = [m for m in mesh.cluster.published_mwi if m[0] == box]
     assert claimed == [], f"a remote count reported as this server's own: {claimed}"
@@ -377,10 +382,7 @@ async def test_a_local_change_during_a_resync_is_not_overwritten_by_it(mesh: Har
         await ami.close()
     await wait_until(lambda: (shared, 2, 2) in mesh.cluster.published_mwi)
     release.set()
-    async with asyncio.timeout(10):
-        await mesh.link.wait_synced()
-        await mesh.link.wait_idle()
-    await asyncio.sleep(0.2)
+    await resynced(mesh)
     assert mesh.sim.pbx.mwi_db[first] == (8, 6)
     assert mesh.sim.pbx.mwi_db[shared] == (2, 2), "the resync wrote its older count over it"
 
@@ -417,10 +419,7 @@ async def test_a_local_presence_change_during_a_resync_is_not_overwritten_by_it(
     await wait_until(lambda: any(p[1] is PresenceState.AWAY
                                  for p in mesh.cluster.published_presence))  # fmt: skip
     release.set()
-    async with asyncio.timeout(10):
-        await mesh.link.wait_synced()
-        await mesh.link.wait_idle()
-    await asyncio.sleep(0.2)
+    await resynced(mesh)
     assert mesh.sim.pbx.presence is not None
     assert mesh.sim.pbx.presence.cache[shared][0] == 3, "the resync wrote dnd over away"
 
