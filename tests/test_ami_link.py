@@ -424,6 +424,83 @@ async def test_a_local_presence_change_during_a_resync_is_not_overwritten_by_it(
     assert mesh.sim.pbx.presence.cache[shared][0] == 3, "the resync wrote dnd over away"
 
 
+async def test_a_local_change_overtaken_by_a_write_in_flight_is_written_back(
+    mesh: Harness,
+) -> None:
+    """The narrow race left after defect 3: a remote count already on its way to Asterisk
+    when this server changes the mailbox. Asterisk applies the local change first (its event
+    comes first), then our older write: Asterisk alone ends with the remote count. The link
+    now writes the local change back once the write in flight is echoed."""
+    await mesh.start()
+    box = "3300@default"
+    in_flight, land = asyncio.Event(), asyncio.Event()
+    original = mesh.link.client.action
+
+    async def slow_update(name: str, **fields: Any) -> Any:
+        if name == "MWIUpdate" and fields.get("Mailbox") == box and not land.is_set():
+            in_flight.set()
+            await land.wait()
+        return await original(name, **fields)
+
+    mesh.link.client.action = slow_update  # type: ignore[method-assign]
+    mesh.cluster.mailboxes[box] = (5, 5)
+    mesh.link.remote_mwi(box, 5, 5, THERE)
+    async with asyncio.timeout(5):
+        await in_flight.wait()
+    ami = await RawAmi.connect(mesh.sim.port)
+    try:  # this server changes the mailbox while the remote count is in flight
+        await ami.request(Action.of("MWIUpdate", Mailbox=box, NewMessages=1, OldMessages=1))
+    finally:
+        await ami.close()
+    await wait_until(lambda: (box, 1, 1) in mesh.cluster.published_mwi)
+    land.set()  # the older remote count lands on Asterisk after the local change
+    await wait_until(lambda: mesh.sim.pbx.mwi_db.get(box) == (1, 1), 5, "the change redone")
+    async with asyncio.timeout(10):
+        await mesh.link.wait_idle()
+    await asyncio.sleep(0.2)
+    assert mesh.sim.pbx.mwi_db[box] == (1, 1)
+    assert [m for m in mesh.cluster.published_mwi if m[0] == box] == [(box, 1, 1)]
+
+
+async def test_a_local_presence_overtaken_by_a_write_in_flight_is_written_back(
+    mesh: Harness,
+) -> None:
+    """The same race for presence (last-writer-wins too)."""
+    await mesh.start()
+    who = "CustomPresence:carol"
+    variable = f"PRESENCE_STATE({who})"
+    in_flight, land = asyncio.Event(), asyncio.Event()
+    original = mesh.link.client.action
+
+    async def slow_setvar(name: str, **fields: Any) -> Any:
+        if name == "Setvar" and fields.get("Variable") == variable and not land.is_set():
+            in_flight.set()
+            await land.wait()
+        return await original(name, **fields)
+
+    mesh.link.client.action = slow_setvar  # type: ignore[method-assign]
+    mesh.cluster.presentities[who] = (PresenceState.DND, "", "")
+    mesh.link.remote_presence(who, PresenceState.DND, "", "", THERE)
+    async with asyncio.timeout(5):
+        await in_flight.wait()
+    ami = await RawAmi.connect(mesh.sim.port)
+    try:
+        answer = await ami.request(Action.of("Setvar", Variable=variable, Value="away,,"))
+    finally:
+        await ami.close()
+    assert answer.ok
+    await wait_until(lambda: any(p[0] == who and p[1] is PresenceState.AWAY
+                                 for p in mesh.cluster.published_presence))  # fmt: skip
+    land.set()
+    assert mesh.sim.pbx.presence is not None
+    cache = mesh.sim.pbx.presence.cache
+    await wait_until(lambda: cache[who][0] == 3, 5, "the change redone")  # away
+    async with asyncio.timeout(10):
+        await mesh.link.wait_idle()
+    await asyncio.sleep(0.2)
+    assert cache[who][0] == 3
+
+
 async def test_a_local_mwi_change_cancels_a_remote_count_still_queued(mesh: Harness) -> None:
     """Found by the chaos drill (seed 101): the writer was busy with thousands of counterparts
     when a remote count for a mailbox was queued; this server then changed that mailbox itself

@@ -55,11 +55,9 @@ skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import logging
 import re
-from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -73,6 +71,7 @@ from ..base import GraceTimer, Hint, Interest, Link, LinkPort, LinkStatus
 from .client import AmiClient, AmiConfig
 from .codec import Action, Event
 from .counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE, counterpart_name
+from .echoes import Echoes
 from .presence import PresenceMirror
 
 __all__ = ["AmiLink", "AmiLinkConfig"]
@@ -164,7 +163,7 @@ class AmiLink(Link):
         self._dirty_mwi: dict[str, tuple[int, int]] = {}
         self._written: dict[str, DeviceState] = {}
         self._owners: dict[str, str] = {}
-        self._mwi_echo: dict[str, deque[tuple[int, int]]] = {}
+        self._mwi_echo: Echoes[tuple[int, int]] = Echoes()
         self.presence = PresenceMirror(
             self.config.presence_include,
             self.config.presence_exclude,
@@ -393,13 +392,11 @@ class AmiLink(Link):
                     self.client.peer,
                 )
             return
-        echo = self._mwi_echo.setdefault(mailbox, deque(maxlen=64))
-        echo.append((new, old))
+        self._mwi_echo.wrote(mailbox, (new, old))
         try:
             await self.client.action("MWIUpdate", Mailbox=mailbox, NewMessages=new, OldMessages=old)
         except AmiActionError as exc:
-            with contextlib.suppress(ValueError):
-                echo.remove((new, old))
+            self._mwi_echo.failed(mailbox, (new, old))
             if _UNKNOWN_COMMAND in exc.message.lower():
                 self._mwiupdate_ok = False
                 log.error(
@@ -425,6 +422,8 @@ class AmiLink(Link):
             return
         presentity, value = parsed
         if not from_list and self.presence.is_echo(presentity, value):
+            if self.presence.dirty:
+                self._wake.set()  # a change here that our writes in flight undid: redo
             return
         if not self.presence.shares(presentity):
             return
@@ -476,12 +475,14 @@ class AmiLink(Link):
         except ValueError:
             log.warning("bad MessageWaiting dropped mailbox=%s", mailbox)
             return
-        echo = self._mwi_echo.get(mailbox)
-        if not from_list and echo and counts in echo:
-            while echo.popleft() != counts:
-                pass
-            self.echoes += 1
-            return
+        if not from_list:
+            echo, restore = self._mwi_echo.seen(mailbox, counts)
+            if restore is not None:  # a change here that our writes in flight undid: redo
+                self._dirty_mwi.setdefault(mailbox, restore)
+                self._wake.set()
+            if echo:
+                self.echoes += 1
+                return
         try:
             box = normalize_mailbox(mailbox)
         except StateError as exc:

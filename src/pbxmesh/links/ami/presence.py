@@ -30,11 +30,9 @@ The class is I/O-free except for the AMI client handed to its coroutines.
 from __future__ import annotations
 
 import base64
-import contextlib
 import fnmatch
 import logging
 import re
-from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -42,6 +40,7 @@ from ...errors import AmiActionError, StateError
 from ...presence import PresenceState, check_presentity, parse_presence
 from .client import AmiClient
 from .codec import Event
+from .echoes import Echoes
 
 __all__ = ["EVENT", "PresenceMirror", "PresenceValue", "setvar_fields", "unescape_c"]
 
@@ -108,7 +107,7 @@ class PresenceMirror:
         self.available = True
         #: remote values waiting to be written, newest per presentity
         self.dirty: dict[str, PresenceValue] = {}
-        self._echo: dict[str, deque[PresenceValue]] = {}
+        self.echo: Echoes[PresenceValue] = Echoes()
         self._warned: set[str] = set()
         #: events that were our own writes coming back
         self.echoes = 0
@@ -134,13 +133,11 @@ class PresenceMirror:
 
     async def write(self, client: AmiClient, presentity: str, value: PresenceValue) -> None:
         """Write one presence (``Setvar`` with ``e``); a refusal is logged, not raised."""
-        echo = self._echo.setdefault(presentity, deque(maxlen=64))
-        echo.append(value)
+        self.echo.wrote(presentity, value)
         try:
             await client.action("Setvar", **setvar_fields(presentity, *value))
         except AmiActionError as exc:
-            with contextlib.suppress(ValueError):
-                echo.remove(value)
+            self.echo.failed(presentity, value)
             self._warn(
                 "write:" + presentity,
                 "cannot write presence %s on %s (%s): is func_presencestate loaded?",
@@ -169,14 +166,14 @@ class PresenceMirror:
         )
 
     def is_echo(self, presentity: str, value: PresenceValue) -> bool:
-        """True (and forgotten) when ``value`` is one this link wrote."""
-        echo = self._echo.get(presentity)
-        if echo and value in echo:
-            while echo.popleft() != value:
-                pass
+        """True when ``value`` is one this link wrote (and, if a change on Asterisk was
+        overtaken by our writes meanwhile, that change is queued to be written back)."""
+        echo, restore = self.echo.seen(presentity, value)
+        if restore is not None:
+            self.dirty.setdefault(presentity, restore)
+        if echo:
             self.echoes += 1
-            return True
-        return False
+        return echo
 
     def report(self, report: Report, presentity: str, value: PresenceValue) -> None:
         try:
@@ -195,7 +192,7 @@ class PresenceMirror:
     ) -> dict[str, PresenceValue]:
         """Write every remote value (read from the node) but those ``skip`` names (changed on
         this Asterisk while the resync ran: newer than ``remote``); the ones written."""
-        self._echo.clear()
+        self.echo.clear()
         self.dirty.clear()
         self.available = True  # this Asterisk may differ from the last: read_local tells
         written: dict[str, PresenceValue] = {}
