@@ -15,8 +15,8 @@ from tests.harness.chaos_model import Model
 from tests.harness.fixtures import require_corosync
 from tests.harness.nats_fixtures import require_nats
 
-#: Restarts without the state directory are left out until a joining node learns the MWI and
-#: presence kept from writers that are gone (docs/reliability.md, "Known divergence").
+#: Restarts without the state directory are left out: a node wiped while a writer is cut off
+#: can still claim that writer's mailbox (docs/reliability.md, "Known divergence").
 CI_KINDS = tuple(k for k in KINDS if not k.endswith("_wipe"))
 
 
