@@ -501,6 +501,39 @@ async def test_a_local_presence_overtaken_by_a_write_in_flight_is_written_back(
     assert cache[who][0] == 3
 
 
+async def test_a_counterpart_write_that_times_out_is_written_again(mesh: Harness) -> None:
+    """Found by the chaos drill over NATS (its CI seed): under load a Setvar's answer took
+    longer than action_timeout, the connection stayed up, and the writer dropped the writes
+    of that batch (popped from the queue, never retried), while the batch's other writes,
+    still in flight, could be overtaken by the next batch's and skipped as already written.
+    Eight counterparts stayed INVALID for good. Failed writes are now queued again, and a
+    batch ends only when each of its writes has."""
+    from pbxmesh.errors import AmiError
+
+    await mesh.start()
+    devices = [f"Custom:t{k}" for k in range(20)]
+    timed_out: set[str] = set()
+    original = mesh.link.client.action
+
+    async def slow_setvar(name: str, **fields: Any) -> Any:
+        variable = str(fields.get("Variable", ""))
+        if name == "Setvar" and "remote-Custom-t1" in variable and variable not in timed_out:
+            timed_out.add(variable)  # e.g. remote-Custom-t1, -t10 .. -t19: the first try fails
+            await asyncio.sleep(0.3)
+            raise AmiError("AMI 127.0.0.1: sending Setvar failed: ")  # a timeout, as _send says
+        return await original(name, **fields)
+
+    mesh.link.client.action = slow_setvar  # type: ignore[method-assign]
+    for d in devices:
+        mesh.cluster.slots[d] = {"server2": DeviceState.RINGING}
+        mesh.link.remote_device(d, DeviceState.RINGING)
+    db = mesh.sim.pbx.custom_db
+    want = {f"remote-Custom-t{k}" for k in range(20)}
+    await wait_until(lambda: all(db.get(k) == "RINGING" for k in want), 10, "every counterpart")
+    assert mesh.link.client.connected  # no reconnect, no resync did it
+    assert len(timed_out) == 11
+
+
 async def test_a_local_mwi_change_cancels_a_remote_count_still_queued(mesh: Harness) -> None:
     """Found by the chaos drill (seed 101): the writer was busy with thousands of counterparts
     when a remote count for a mailbox was queued; this server then changed that mailbox itself

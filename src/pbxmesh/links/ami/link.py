@@ -83,6 +83,8 @@ _UNKNOWN_COMMAND: Final = "invalid/unknown command"
 EVENTS: Final = ("DeviceStateChange", "MessageWaiting", "PresenceStateChange")
 #: Most counterpart writes (Setvar) in flight at once.
 WRITE_WINDOW: Final = 64
+#: seconds before writes that failed with the connection still up (a timeout) are retried
+WRITE_RETRY_PAUSE: Final = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,29 +340,61 @@ class AmiLink(Link):
                 self._settled.set()
                 continue  # the resync at (re)connect writes everything
             self._writing = True
+            retry = False
             try:
-                while self._dirty_devices and self._writable():
-                    # Up to WRITE_WINDOW Setvars in flight at once (each name at most once, so
-                    # per-device order holds): one round trip per batch, not per device.
-                    batch = []
-                    for _ in range(min(len(self._dirty_devices), WRITE_WINDOW)):
-                        name = next(iter(self._dirty_devices))
-                        batch.append((name, self._dirty_devices.pop(name)))
-                    await asyncio.gather(*(self._write_device(n, st) for n, st in batch))
-                while self._dirty_mwi and self._writable():
-                    box = next(iter(self._dirty_mwi))
-                    await self._write_mwi(box, *self._dirty_mwi.pop(box))
-                dirty = self.presence.dirty
-                while dirty and self._writable():
-                    name = next(iter(dirty))
-                    await self.presence.write(self.client, name, dirty.pop(name))
+                await self._write_round()
             except AmiError as exc:
+                # The connection dropped (its resync rewrites everything) or an action timed
+                # out with the connection up: what failed was queued again, retried shortly.
                 log.debug("remote write interrupted error=%s", exc)
+                retry = True
             except PbxmeshError as exc:  # e.g. a name AMI cannot carry: never end the writer
                 log.warning("remote write refused error=%s", exc)
             finally:
                 self._writing = False
                 self._settled.set()
+            if retry and self.client.connected:
+                await asyncio.sleep(WRITE_RETRY_PAUSE)
+                self._wake.set()
+
+    async def _write_round(self) -> None:
+        """Write what is queued. A write that fails is queued again unless a newer value for
+        its name is queued meanwhile, and every write of a batch has ended before the next
+        batch begins: a name never has two writes in flight (the later could be skipped as
+        already written while the earlier, older one is still on its way)."""
+        while self._dirty_devices and self._writable():
+            # Up to WRITE_WINDOW Setvars in flight at once (each name at most once, so
+            # per-device order holds): one round trip per batch, not per device.
+            batch = []
+            for _ in range(min(len(self._dirty_devices), WRITE_WINDOW)):
+                name = next(iter(self._dirty_devices))
+                batch.append((name, self._dirty_devices.pop(name)))
+            results = await asyncio.gather(
+                *(self._write_device(n, st) for n, st in batch), return_exceptions=True
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            for (name, state), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    self._dirty_devices.setdefault(name, state)
+            if failed:
+                raise failed[0]
+        while self._dirty_mwi and self._writable():
+            box = next(iter(self._dirty_mwi))
+            counts = self._dirty_mwi.pop(box)
+            try:
+                await self._write_mwi(box, *counts)
+            except AmiError:
+                self._dirty_mwi.setdefault(box, counts)
+                raise
+        dirty = self.presence.dirty
+        while dirty and self._writable():
+            name = next(iter(dirty))
+            value = dirty.pop(name)
+            try:
+                await self.presence.write(self.client, name, value)
+            except AmiError:
+                dirty.setdefault(name, value)
+                raise
 
     def _writable(self) -> bool:
         return self._session_synced and not self._syncing
