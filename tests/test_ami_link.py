@@ -314,6 +314,16 @@ async def test_a_stale_copy_of_a_remote_mailbox_is_not_taken_for_a_local_change(
     assert claimed == [], f"remote counts reported as this server's own: {claimed[:5]}"
 
 
+async def change_here(mesh: Harness, box: str, new: int, old: int) -> None:
+    """This server's Asterisk changes ``box`` (another AMI session); wait until reported."""
+    ami = await RawAmi.connect(mesh.sim.port)
+    try:
+        await ami.request(Action.of("MWIUpdate", Mailbox=box, NewMessages=new, OldMessages=old))
+    finally:
+        await ami.close()
+    await wait_until(lambda: (box, new, old) in mesh.cluster.published_mwi)
+
+
 async def resynced(mesh: Harness) -> None:
     """The link's resync is over, its queue written, and the echoes are in."""
     async with asyncio.timeout(10):
@@ -375,12 +385,7 @@ async def test_a_local_change_during_a_resync_is_not_overwritten_by_it(mesh: Har
     mesh.sim.drop_connections()  # the resync at the reconnect writes both remote counts
     async with asyncio.timeout(10):
         await paused.wait()
-    ami = await RawAmi.connect(mesh.sim.port)
-    try:  # this server changes the shared mailbox while the resync is under way
-        await ami.request(Action.of("MWIUpdate", Mailbox=shared, NewMessages=2, OldMessages=2))
-    finally:
-        await ami.close()
-    await wait_until(lambda: (shared, 2, 2) in mesh.cluster.published_mwi)
+    await change_here(mesh, shared, 2, 2)  # while the resync is under way
     release.set()
     await resynced(mesh)
     assert mesh.sim.pbx.mwi_db[first] == (8, 6)
@@ -424,6 +429,24 @@ async def test_a_local_presence_change_during_a_resync_is_not_overwritten_by_it(
     assert mesh.sim.pbx.presence.cache[shared][0] == 3, "the resync wrote dnd over away"
 
 
+def hold_actions(
+    mesh: Harness, action: str, key: str, value: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the link's ``action`` whose ``key`` is ``value`` before it is sent (it is then in
+    flight, as far as the link knows) until the second event is set; the first says one is."""
+    in_flight, land = asyncio.Event(), asyncio.Event()
+    original = mesh.link.client.action
+
+    async def held(name: str, **fields: Any) -> Any:
+        if name == action and fields.get(key) == value and not land.is_set():
+            in_flight.set()
+            await land.wait()
+        return await original(name, **fields)
+
+    mesh.link.client.action = held  # type: ignore[method-assign]
+    return in_flight, land
+
+
 async def test_a_local_change_overtaken_by_a_write_in_flight_is_written_back(
     mesh: Harness,
 ) -> None:
@@ -433,26 +456,12 @@ async def test_a_local_change_overtaken_by_a_write_in_flight_is_written_back(
     now writes the local change back once the write in flight is echoed."""
     await mesh.start()
     box = "3300@default"
-    in_flight, land = asyncio.Event(), asyncio.Event()
-    original = mesh.link.client.action
-
-    async def slow_update(name: str, **fields: Any) -> Any:
-        if name == "MWIUpdate" and fields.get("Mailbox") == box and not land.is_set():
-            in_flight.set()
-            await land.wait()
-        return await original(name, **fields)
-
-    mesh.link.client.action = slow_update  # type: ignore[method-assign]
+    in_flight, land = hold_actions(mesh, "MWIUpdate", "Mailbox", box)
     mesh.cluster.mailboxes[box] = (5, 5)
     mesh.link.remote_mwi(box, 5, 5, THERE)
     async with asyncio.timeout(5):
         await in_flight.wait()
-    ami = await RawAmi.connect(mesh.sim.port)
-    try:  # this server changes the mailbox while the remote count is in flight
-        await ami.request(Action.of("MWIUpdate", Mailbox=box, NewMessages=1, OldMessages=1))
-    finally:
-        await ami.close()
-    await wait_until(lambda: (box, 1, 1) in mesh.cluster.published_mwi)
+    await change_here(mesh, box, 1, 1)  # while the remote count is in flight
     land.set()  # the older remote count lands on Asterisk after the local change
     await wait_until(lambda: mesh.sim.pbx.mwi_db.get(box) == (1, 1), 5, "the change redone")
     async with asyncio.timeout(10):
@@ -469,16 +478,7 @@ async def test_a_local_presence_overtaken_by_a_write_in_flight_is_written_back(
     await mesh.start()
     who = "CustomPresence:carol"
     variable = f"PRESENCE_STATE({who})"
-    in_flight, land = asyncio.Event(), asyncio.Event()
-    original = mesh.link.client.action
-
-    async def slow_setvar(name: str, **fields: Any) -> Any:
-        if name == "Setvar" and fields.get("Variable") == variable and not land.is_set():
-            in_flight.set()
-            await land.wait()
-        return await original(name, **fields)
-
-    mesh.link.client.action = slow_setvar  # type: ignore[method-assign]
+    in_flight, land = hold_actions(mesh, "Setvar", "Variable", variable)
     mesh.cluster.presentities[who] = (PresenceState.DND, "", "")
     mesh.link.remote_presence(who, PresenceState.DND, "", "", THERE)
     async with asyncio.timeout(5):
