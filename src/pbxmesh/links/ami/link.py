@@ -58,8 +58,9 @@ import asyncio
 import fnmatch
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from ...eid import EID
 from ...errors import AmiActionError, AmiError, ConfigError, PbxmeshError, StateError
@@ -85,6 +86,8 @@ EVENTS: Final = ("DeviceStateChange", "MessageWaiting", "PresenceStateChange")
 WRITE_WINDOW: Final = 64
 #: seconds before writes that failed with the connection still up (a timeout) are retried
 WRITE_RETRY_PAUSE: Final = 0.5
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +339,7 @@ class AmiLink(Link):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._syncing or not self._session_synced or not self.client.connected:
+            if not self._writable() or not self.client.connected:
                 self._settled.set()
                 continue  # the resync at (re)connect writes everything
             self._writing = True
@@ -372,28 +375,30 @@ class AmiLink(Link):
             results = await asyncio.gather(
                 *(self._write_device(n, st) for n, st in batch), return_exceptions=True
             )
-            failed = [r for r in results if isinstance(r, BaseException)]
+            failed: BaseException | None = None
             for (name, state), result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     self._dirty_devices.setdefault(name, state)
-            if failed:
-                raise failed[0]
-        while self._dirty_mwi and self._writable():
-            box = next(iter(self._dirty_mwi))
-            counts = self._dirty_mwi.pop(box)
+                    failed = failed or result
+            if failed is not None:
+                raise failed
+        await self._drain(self._dirty_mwi, lambda box, counts: self._write_mwi(box, *counts))
+        await self._drain(
+            self.presence.dirty, lambda name, value: self.presence.write(self.client, name, value)
+        )
+
+    async def _drain(
+        self, queue: dict[str, _V], write: Callable[[str, _V], Awaitable[None]]
+    ) -> None:
+        """Write a last-writer-wins queue (MWI, presence) in order, one at a time; what fails
+        is queued again unless a newer value is."""
+        while queue and self._writable():
+            name = next(iter(queue))
+            value = queue.pop(name)
             try:
-                await self._write_mwi(box, *counts)
+                await write(name, value)
             except AmiError:
-                self._dirty_mwi.setdefault(box, counts)
-                raise
-        dirty = self.presence.dirty
-        while dirty and self._writable():
-            name = next(iter(dirty))
-            value = dirty.pop(name)
-            try:
-                await self.presence.write(self.client, name, value)
-            except AmiError:
-                dirty.setdefault(name, value)
+                queue.setdefault(name, value)
                 raise
 
     def _writable(self) -> bool:
