@@ -14,15 +14,18 @@ if [ "${PBXMESH_NO_BROWSER:-}" = "" ]; then
     # The lamp page's browser tests drive the system's chromium (headless).
     command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)
 fi
-# A real Asterisk for the tests marked `asterisk` (it is not part of pbxmesh): unpacked into
-# .asterisk/ from a build tarball beside the checkout, or the one PBXMESH_ASTERISK_TARBALL names.
-ast_tarball="${PBXMESH_ASTERISK_TARBALL:-}"
-if [ -z "$ast_tarball" ]; then
+# Real Asterisk builds for the tests marked `asterisk` (not part of pbxmesh): every build tarball
+# beside the checkout (../shared/asterisk/asterisk-*.tar.xz), or the ones PBXMESH_ASTERISK_TARBALL
+# names (separated by spaces), each unpacked into .asterisk/<build>/; the tests run against each.
+ast_tarballs=()
+if [ -n "${PBXMESH_ASTERISK_TARBALL:-}" ]; then
+    read -r -a ast_tarballs <<<"$PBXMESH_ASTERISK_TARBALL"
+else
     for f in ../shared/asterisk/asterisk-*.tar.xz; do
-        if [ -f "$f" ]; then ast_tarball="$f"; fi
+        if [ -f "$f" ]; then ast_tarballs+=("$f"); fi
     done
 fi
-if [ -n "$ast_tarball" ]; then
+if [ "${#ast_tarballs[@]}" -gt 0 ]; then
     command -v xz >/dev/null || need_apt+=(xz-utils)
     command -v nsenter >/dev/null || need_apt+=(util-linux)
     for lib in libjansson4 libedit2 libsqlite3-0 libssl3 libuuid1 libxml2 libxslt1.1; do
@@ -44,15 +47,21 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet corosync 2>/de
     systemctl stop corosync || true
 fi
 
-if [ -n "$ast_tarball" ]; then
-    stamp=".asterisk/.unpacked-$(basename "$ast_tarball")"
+# asterisk-22.10.1-debian12-amd64.tar.xz -> .asterisk/22.10.1/; a tree of the older one-build
+# layout (.asterisk/usr/) is removed first.
+if [ -d .asterisk/usr ]; then rm -rf .asterisk; fi
+for tarball in "${ast_tarballs[@]}"; do
+    build=$(basename "$tarball" .tar.xz)
+    build=${build#asterisk-}
+    build=${build%-debian*}
+    stamp=".asterisk/$build/.unpacked-$(basename "$tarball")"
     if [ ! -e "$stamp" ]; then
-        rm -rf .asterisk
-        mkdir -p .asterisk
-        tar -C .asterisk -xJf "$ast_tarball"
+        rm -rf ".asterisk/$build"
+        mkdir -p ".asterisk/$build"
+        tar -C ".asterisk/$build" -xJf "$tarball"
         touch "$stamp"
     fi
-fi
+done
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

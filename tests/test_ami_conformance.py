@@ -22,8 +22,8 @@ import pytest
 
 from pbxmesh.links.ami.codec import Action, Event
 from tests.ami_helpers import SECRET, USER, RawAmi, start_sim
-from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of
-from tests.harness.fixtures import skip_or_fail
+from tests.harness.asterisk import Asterisk, asterisk_missing_reason, eid_of, selected
+from tests.harness.fixtures import pbx_params, skip_or_fail
 
 DIALPLAN = (
     "[devstate_test]\nexten => 1234,hint,Custom:mystate\nexten => 1235,hint,Custom:a&Custom:b\n"
@@ -31,7 +31,7 @@ DIALPLAN = (
 Headers = tuple[tuple[str, str], ...]
 
 
-@pytest.fixture(params=["simulator", pytest.param("asterisk", marks=pytest.mark.asterisk)])
+@pytest.fixture(params=pbx_params())
 async def pbx(request) -> AsyncIterator[int]:
     """The AMI port of a fresh PBX of either kind, with the dialplan above."""
     if request.param == "simulator":
@@ -224,7 +224,7 @@ async def test_device_state_list_and_extension_state_list(pbx: int) -> None:
         ]
         ack, items = await listing(ami, "ExtensionStateList")
         assert ack == ok(("EventList", "start"), ("Message", "Extension Statuses will follow"))
-        assert items == [
+        assert by_name(items[:-1]) + items[-1:] == [
             (
                 ("Event", "ExtensionStatus"),
                 ("ActionID", "t"),
@@ -350,8 +350,24 @@ async def test_mwi_refusals(pbx: int) -> None:
         assert await ask(ami, "MailboxCount") == error("Mailbox not specified")
 
 
+def by_name(rows: list[Headers]) -> list[Headers]:
+    """Hint rows in name order: Asterisk 22 lists hints in the order of its hash table, master
+    by name (docs/asterisk.md, "Asterisk versions"; test_real_asterisk.py pins each)."""
+    return sorted(rows, key=lambda row: [v for _, v in row])
+
+
+def idle_watchers() -> int:
+    """The Watchers column of a hint no phone watches: 1 on master (and the simulator, which
+    follows it), 0 on Asterisk 22 (docs/asterisk.md, "Asterisk versions")."""
+    build = selected()
+    return 0 if build is not None and build.name != "master" else 1
+
+
 def hint_line(key: str, app: str, state: str) -> str:
-    return f"{key:<30}: {app:<60}  State:{state:<15} Presence:{'not_set':<15} Watchers  1"
+    return (
+        f"{key:<30}: {app:<60}  State:{state:<15} Presence:{'not_set':<15} "
+        f"Watchers {idle_watchers():2d}"
+    )
 
 
 async def test_commands_core_show_hints_devstate_list_and_change(pbx: int) -> None:
@@ -360,7 +376,7 @@ async def test_commands_core_show_hints_devstate_list_and_change(pbx: int) -> No
         await events(ami, 2)
         out = ("Message", "Command output follows")
         hints = await ask(ami, "Command", Command="core show hints")
-        assert hints == ok(
+        assert hints[:5] + tuple(sorted(hints[5:7])) + hints[7:] == ok(  # see by_name
             out,
             ("Output", ""),
             ("Output", "    -= Registered Asterisk Dial Plan Hints =-"),
@@ -443,7 +459,7 @@ VOICEMAIL_MODULES = (
 )
 
 
-@pytest.fixture(params=["simulator", pytest.param("asterisk", marks=pytest.mark.asterisk)])
+@pytest.fixture(params=pbx_params())
 async def voicemail_pbx(request) -> AsyncIterator[tuple[int, Callable[[str], None]]]:
     """A PBX running app_voicemail (so no res_mwi_external), and a way to put one new message
     file in a mailbox's spool that Asterisk notices only at VoicemailRefresh."""

@@ -18,8 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.ami_helpers import start_sim
-from tests.harness.asterisk import AMI_MODULES, Asterisk, asterisk_missing_reason, eid_of
-from tests.harness.fixtures import skip_or_fail
+from tests.harness.asterisk import (
+    AMI_MODULES,
+    Asterisk,
+    asterisk_missing_reason,
+    eid_of,
+    selected,
+)
+from tests.harness.fixtures import pbx_params, skip_or_fail
 from tests.test_ami_conformance import Headers, ask, error, events, listing, ok, session
 
 DIALPLAN = (
@@ -39,7 +45,7 @@ class Pbx:
     restart: Callable[[], Awaitable[int]]  # returns the (same) AMI port
 
 
-@pytest.fixture(params=["simulator", pytest.param("asterisk", marks=pytest.mark.asterisk)])
+@pytest.fixture(params=pbx_params())
 async def pbx(request, tmp_path: Path) -> AsyncIterator[Pbx]:
     """A fresh PBX of either kind with presence hints, that can be restarted keeping AstDB."""
     if request.param == "simulator":
@@ -94,6 +100,13 @@ def status(exten: str, hint: str, state: str, subtype: str = "", message: str = 
     )
 
 
+def aggregates_presence() -> bool:
+    """Whether a hint of several presentities shows the highest of them: master (and the
+    simulator, which follows it) does; Asterisk 22 shows the last change of any of them."""
+    build = selected()
+    return build is None or build.name == "master"
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -117,18 +130,24 @@ async def test_set_presence_raises_the_change_and_each_hints_status(pbx: Pbx) ->
             ("Message", "back at 3"),  # Asterisk's deprecated second Message header
             ("PresenceMessage", "back at 3"),
         )
-        # The hint joining alice and bob shows the higher of the two (dnd over away), and
-        # raises nothing while that does not change.
+        # On master (and the simulator) the hint joining alice and bob shows the higher of the
+        # two (dnd over away), and raises nothing while that does not change; Asterisk 22 shows
+        # the last change of either (docs/asterisk.md, "Asterisk versions").
+        both = aggregates_presence()
         await ask(ami, "Setvar", Variable="PRESENCE_STATE(CustomPresence:bob)", Value="away")
-        assert await events(ami, 2) == sorted(
-            [change("CustomPresence:bob", "away"), status("1001", ",CustomPresence:bob", "away")]
+        assert await events(ami, 2 if both else 3) == sorted(
+            [
+                change("CustomPresence:bob", "away"),
+                status("1001", ",CustomPresence:bob", "away"),
+                *([] if both else [status("1003", BOTH_HINT, "away")]),
+            ]
         )
         await ask(ami, "Setvar", Variable="PRESENCE_STATE(CustomPresence:alice)", Value="available")
         assert await events(ami, 3) == sorted(
             [
                 change("CustomPresence:alice", "available"),
                 status("1000", ALICE_HINT, "available"),
-                status("1003", BOTH_HINT, "away"),
+                status("1003", BOTH_HINT, "away" if both else "available"),
             ]
         )
         hints = [
@@ -139,7 +158,7 @@ async def test_set_presence_raises_the_change_and_each_hints_status(pbx: Pbx) ->
             "1000@p": "available",
             "1001@p": "away",
             "1002@p": "not_set",
-            "1003@p": "away",
+            "1003@p": "away" if both else "available",
         }
         assert "State:Unavailable" in next(h for h in hints if h.startswith("1001@p"))
 
@@ -302,7 +321,7 @@ async def test_presence_state_list_and_astdb_across_a_restart(pbx: Pbx) -> None:
 NO_PRESENCE_MODULES = tuple(m for m in AMI_MODULES if "presence" not in m)
 
 
-@pytest.fixture(params=["simulator", pytest.param("asterisk", marks=pytest.mark.asterisk)])
+@pytest.fixture(params=pbx_params())
 async def bare_pbx(request) -> AsyncIterator[int]:
     """A PBX without func_presencestate and res_manager_presencestate."""
     if request.param == "simulator":

@@ -20,6 +20,7 @@ from pbxmesh.links.sip.link import SipLink, SipLinkConfig
 from pbxmesh.states import DeviceState
 from tests.ami_helpers import THERE, FakeCluster
 from tests.harness.asterisk import eid_of, free_port
+from tests.harness.fixtures import pbx_params
 from tests.link_contract import *  # noqa: F403 - the contract's test functions
 from tests.link_contract import Asterisk
 from tests.sip_helpers import SimSipAsterisk, SipAsterisk, sip_asterisk
@@ -55,7 +56,7 @@ class SipBackend:
         return SipLink(self.configs[id(asterisk)])
 
 
-@pytest.fixture(params=["simulator", pytest.param("asterisk", marks=pytest.mark.asterisk)])
+@pytest.fixture(params=pbx_params())
 async def link_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SipBackend]:
     if request.param == "asterisk":
         request.getfixturevalue("require_asterisk")

@@ -31,7 +31,7 @@ from pbxmesh.states import (
     device_to_extension_state,
     extension_state_text,
 )
-from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of, free_port
+from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of, free_port, selected
 from tests.harness.nodes import NodeProcess, node_group
 from tests.sip_helpers import sip_asterisk
 from tests.test_real_asterisk import Server, all_show, wait_until
@@ -148,6 +148,11 @@ async def test_the_tutorials_test_with_its_hint_unchanged(
 _REAL = [s for s in DeviceState if s is not DeviceState.UNKNOWN]
 
 
+def on_master() -> bool:
+    build = selected()
+    return build is not None and build.name == "master"
+
+
 def expected(states: Sequence[DeviceState]) -> str:
     """What a hint on ``Custom:mystate`` shows for these servers' states: natively, except
     the one cell the module docstring of links/sip/link.py names (INVALID everywhere: Idle)."""
@@ -184,6 +189,12 @@ async def test_the_81_cell_aggregation_table_through_real_hints(
             await b.set(s2.name)
             want = expected([s1, s2])
             why = f"{s1.name} on pbx1 + {s2.name} on pbx2 -> {want}"
+            if want == "Idle" and s1 is s2 is DeviceState.INVALID and not on_master():
+                # Asterisk 22 drops a remote UNKNOWN from the aggregate: the two servers that
+                # hold INVALID themselves show it (docs/asterisk.md, "Asterisk versions").
+                await all_show((a, b), "Unavailable", why + " (Unavailable on 22)", within=10)
+                await all_show((c,), want, why, within=10)
+                continue
             await all_show((a, b, c), want, why, within=10)
         # func_devstate refuses UNKNOWN ("Variable not set"), so the 17 cells with UNKNOWN are
         # asserted as pbx1's and pbx2's own states through their pbxmesh (the control API),

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def ring() -> Iterator[Ring]:
+def ring(asterisk_build: object) -> Iterator[Ring]:
+    """The ring, made again for each Asterisk build (``asterisk_build``)."""
     reason = asterisk_missing_reason() or corosync_missing_reason(netns=True)
     reason = reason or nats_missing_reason()
     if reason:

@@ -24,6 +24,7 @@ from pbxmesh.links.sip.message import Request, Response
 from pbxmesh.links.sip.publication import PublicationServer, respond
 from pbxmesh.states import DeviceState
 from tests.harness.asterisk import eid_of, free_port
+from tests.harness.fixtures import pbx_params
 from tests.sip_helpers import SimSipAsterisk, SipAsterisk, sip_asterisk
 
 FOREIGN = EID.parse("02:00:00:00:77:01")
@@ -83,7 +84,7 @@ def devstate(device: str, state: str, eid: EID = FOREIGN) -> dict[str, object]:
     return {"type": "devicestate", "device": device, "state": state, "cachable": 1, "eid": str(eid)}
 
 
-@pytest.fixture(params=["simulator", pytest.param("asterisk", marks=pytest.mark.asterisk)])
+@pytest.fixture(params=pbx_params())
 async def target(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Target]:  # type: ignore[no-untyped-def]
     recorder = Recorder()
     listen = free_port()

@@ -1,11 +1,17 @@
 """Start real, private Asterisk instances for tests and benchmarks.
 
 Asterisk is not part of pbxmesh and Debian 12 does not package it. ``scripts/setup.sh`` unpacks
-a build tarball when one lies beside the checkout (``../shared/asterisk/``, or the file named by
-``PBXMESH_ASTERISK_TARBALL``) into ``.asterisk/`` and installs its runtime libraries; another
-unpacked tree can be named with ``PBXMESH_ASTERISK_ROOT`` (it must hold ``usr/sbin/asterisk``,
-its modules and its XML documentation, without which Asterisk stops at start with
-``Stasis initialization failed``).
+every build tarball that lies beside the checkout (``../shared/asterisk/asterisk-*.tar.xz``, or
+the files named by ``PBXMESH_ASTERISK_TARBALL``) into ``.asterisk/<build>/`` (``22.10.1``,
+``master-f0c1c1a7b7``, ...) and installs their runtime libraries. Other unpacked trees can be
+named with ``PBXMESH_ASTERISK_ROOT`` (one path, or several separated by ``:``; each must hold
+``usr/sbin/asterisk``, its modules and its XML documentation, without which Asterisk stops at
+start with ``Stasis initialization failed``); a path that does not exist hides every build.
+
+:func:`asterisk_builds` lists the builds found. The tests marked ``asterisk`` run once per build
+(``tests/harness/fixtures.py`` parametrizes them, the build's name in the test id) and
+:func:`selected_build` makes one build the one :class:`Asterisk` starts; outside a test the
+first build (or the one named by ``PBXMESH_ASTERISK_BUILD``) is used.
 
 :class:`Asterisk` is one instance with a directory of its own (every Asterisk directory private
 except the modules and the documentation), its own EID, and AMI (and optionally SIP) on free
@@ -32,9 +38,13 @@ __all__ = [
     "AMI_SECRET",
     "AMI_USER",
     "Asterisk",
+    "Build",
+    "asterisk_builds",
     "asterisk_missing_reason",
     "asterisk_root",
     "free_port",
+    "selected",
+    "selected_build",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,24 +67,86 @@ AMI_MODULES: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Build:
+    """One unpacked Asterisk build: its short name (the test-id part) and its tree."""
+
+    name: str
+    root: Path
+
+
+_MISSING = (
+    "no real Asterisk: scripts/setup.sh unpacks one into .asterisk/ when a build tarball is "
+    "beside the checkout (../shared/asterisk/ or PBXMESH_ASTERISK_TARBALL); or set "
+    "PBXMESH_ASTERISK_ROOT to an unpacked tree"
+)
+
+
+def asterisk_builds() -> list[Build]:
+    """Every usable build, LTS releases first (sorted by name: ``22.10.1`` < ``master-…``)."""
+    env = os.environ.get("PBXMESH_ASTERISK_ROOT")
+    if env:
+        roots = [Path(p) for p in env.split(os.pathsep) if p]
+    else:
+        roots = sorted(p for p in (REPO / ".asterisk").glob("*") if p.is_dir())
+    builds = [Build(_build_name(r), r) for r in roots if (r / "usr/sbin/asterisk").exists()]
+    return sorted(builds, key=lambda b: b.name)
+
+
+def _build_name(root: Path) -> str:
+    """``master-f0c1c1a7b7`` -> ``master``: the id stays put when master moves on."""
+    name = root.name
+    return "master" if name.startswith("master") else name
+
+
+_selected: list[Build] = []
+
+
+@contextlib.contextmanager
+def selected_build(build: Build) -> Iterator[Build]:
+    """Make ``build`` the one :class:`Asterisk` instances start, until the block ends."""
+    _selected.append(build)
+    try:
+        yield build
+    finally:
+        _selected.remove(build)
+
+
+def selected() -> Build | None:
+    """The build a test selected (:func:`selected_build`), or None outside one (the simulator)."""
+    return _selected[-1] if _selected else None
+
+
+def current_build() -> Build | None:
+    """The selected build; else the one PBXMESH_ASTERISK_BUILD names; else the first."""
+    if _selected:
+        return _selected[-1]
+    builds = asterisk_builds()
+    wanted = os.environ.get("PBXMESH_ASTERISK_BUILD")
+    if wanted:
+        return next((b for b in builds if b.name == wanted), None)
+    return builds[0] if builds else None
+
+
 def asterisk_root() -> Path | None:
     """The unpacked Asterisk tree to use, or None."""
-    env = os.environ.get("PBXMESH_ASTERISK_ROOT")
-    root = Path(env) if env else REPO / ".asterisk"
-    return root if (root / "usr/sbin/asterisk").exists() else None
+    build = current_build()
+    return build.root if build else None
 
 
 def asterisk_missing_reason() -> str | None:
     """Why no real Asterisk can run here, or None when one can."""
-    root = asterisk_root()
-    if root is None:
+    build = current_build()
+    if build is None:
+        wanted = os.environ.get("PBXMESH_ASTERISK_BUILD")
+        if wanted and asterisk_builds():
+            names = ", ".join(b.name for b in asterisk_builds())
+            return f"PBXMESH_ASTERISK_BUILD={wanted} names no build here (there are: {names})"
+        return _MISSING
+    if not (build.root / "var/lib/asterisk/documentation").is_dir():
         return (
-            "no real Asterisk: scripts/setup.sh unpacks one into .asterisk/ when its build "
-            "tarball is beside the checkout (../shared/asterisk/ or PBXMESH_ASTERISK_TARBALL); "
-            "or set PBXMESH_ASTERISK_ROOT to an unpacked tree"
+            f"{build.root} has no var/lib/asterisk/documentation: Asterisk cannot start without it"
         )
-    if not (root / "var/lib/asterisk/documentation").is_dir():
-        return f"{root} has no var/lib/asterisk/documentation: Asterisk cannot start without it"
     return None
 
 
@@ -109,10 +181,11 @@ class Asterisk:
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        root = asterisk_root()
-        if root is None:
+        build = current_build()
+        if build is None:
             raise RuntimeError(asterisk_missing_reason())
-        self.root = root
+        self.build = build
+        self.root = build.root
         if not self.ami_port:
             self.ami_port = free_port()
 

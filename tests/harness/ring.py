@@ -75,9 +75,10 @@ def ami(netns: str | None, port: int, action: str, **fields: object) -> dict[str
 
 
 def hint_state(a: Asterisk, exten: str, context: str = "ring") -> str:
-    """The state text Asterisk's hint shows now (``core show hint``), e.g. ``InUse``."""
-    out = a.cli(f"core show hint {exten}@{context}", check=False).stdout
-    m = re.search(r"State:(\S+)", out)
+    """The state text Asterisk's hint shows now (``core show hint``), e.g. ``InUse``. Asks
+    for the extension alone: Asterisk 22 finds no hint for ``exten@context``, master does."""
+    out = a.cli(f"core show hint {exten}", check=False).stdout
+    m = re.search(rf"^{re.escape(exten)}@{re.escape(context)}\s.*State:(\S+)", out, re.M)
     return m.group(1) if m else f"(no hint: {out.strip()[:80]})"
 
 

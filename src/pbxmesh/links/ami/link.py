@@ -58,7 +58,7 @@ import asyncio
 import fnmatch
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -142,6 +142,24 @@ def _count(text: str | None) -> int:
         return int(text or "0")
     except ValueError:
         return -1
+
+
+def hints_of(items: Iterable[Event]) -> list[Hint]:
+    """Hints from ``ExtensionStatus`` list items, by context and extension: Asterisk 22 lists
+    them in the order of its hint hash table, master by name."""
+    hints = []
+    for e in items:
+        status = e.get("Status") or "-1"
+        hints.append(
+            Hint(
+                exten=e.get("Exten") or "",
+                context=e.get("Context") or "",
+                hint=e.get("Hint") or "",
+                status=int(status) if status.lstrip("-").isdigit() else -1,
+                status_text=e.get("StatusText") or "",
+            )
+        )
+    return sorted(hints, key=lambda h: (h.context, h.exten))
 
 
 class AmiLink(Link):
@@ -236,26 +254,15 @@ class AmiLink(Link):
         )
 
     async def hints(self) -> list[Hint]:
-        """Asterisk's hints (``ExtensionStateList``); raises AmiError when not connected."""
+        """Asterisk's hints (``ExtensionStateList``) by context and extension, whatever order
+        the Asterisk version lists them in; raises AmiError when not connected."""
         try:
             answer = await self.client.list_action("ExtensionStateList")
         except AmiActionError as exc:
             if "no dialplan hints" in exc.message.lower():
                 return []
             raise
-        hints = []
-        for e in answer.items:
-            status = e.get("Status") or "-1"
-            hints.append(
-                Hint(
-                    exten=e.get("Exten") or "",
-                    context=e.get("Context") or "",
-                    hint=e.get("Hint") or "",
-                    status=int(status) if status.lstrip("-").isdigit() else -1,
-                    status_text=e.get("StatusText") or "",
-                )
-            )
-        return hints
+        return hints_of(answer.items)
 
     async def wait_synced(self) -> None:
         """Wait until a resync has completed since the last call (wrap in asyncio.timeout)."""
