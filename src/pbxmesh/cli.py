@@ -428,11 +428,13 @@ def _hints(client: _Client, as_json: bool) -> int:
 def _status(client: _Client, as_json: bool) -> int:
     s = client.request("GET", "/status")
     ast = s.get("asterisk")
-    ast_text = (
-        "not configured"
-        if not ast
-        else (f"{'connected' if ast['connected'] else 'DISCONNECTED'} to {ast['address']}")
-    )
+    ast_text = "not configured"
+    if ast:
+        # connected, DEGRADED (Asterisk answers and refuses what we send) or DISCONNECTED
+        state = ast.get("state") or ("connected" if ast["connected"] else "disconnected")
+        ast_text = f"{state if state == 'connected' else state.upper()} to {ast['address']}"
+        if ast.get("reason"):  # what to fix, on a line of its own
+            ast_text += f"\nreason     {ast['reason']}"
     human = "\n".join(
         [
             f"node       {s['name']}  eid {s['eid']}",

@@ -216,8 +216,12 @@ class ControlServer:
         if not links:
             return None
         st = links[0].status()
+        # A link that tells more than up/down (SIP: degraded while Asterisk refuses) says so
+        # in its extra fields, with the reason in words an administrator acts on.
         return {
             "connected": st.connected,
+            "state": st.extra.get("state") or ("connected" if st.connected else "disconnected"),
+            "reason": st.extra.get("reason"),
             "address": st.address,
             "resyncs": st.resyncs,
             "published": st.published,

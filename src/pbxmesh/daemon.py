@@ -7,9 +7,14 @@ and the version clock from the state directory, the transport (Corosync or NATS)
 the security guard, the links to Asterisk (``[asterisk]``: AMI), the control API with metrics
 and the lamp page.
 It runs until SIGTERM/SIGINT, then leaves the cluster cleanly (peers drop our slots at once:
-the transport's leave and a LEAVE frame). SIGHUP re-reads the file: channels are replaced in
-place (state kept, re-announced), and the links to Asterisk are restarted only if their
-settings changed. A file that no longer validates is reported and the running configuration is kept.
+the transport's leave and a LEAVE frame). SIGHUP re-reads the file and applies each section
+in place or refuses it with one log line, and the node keeps running either way: channels
+are replaced (state kept, re-announced); the links to Asterisk and the ring bridge are
+restarted only if their settings changed (old ones closed first, so that a SIP listener can
+be bound again; a new one that cannot start brings the old one back); ``[control]`` rebinds
+(or only takes the new token); ``[security]`` peers apply at once; ``[node]``, ``[cluster]``
+and a new signing key need a restart, named key by key. A file that no longer validates is
+reported and the running configuration is kept.
 Logs go to stderr (journald under systemd), one line per lifecycle or membership change.
 """
 
@@ -150,6 +155,22 @@ def make_transport(cluster: ClusterConfig, node_name: str) -> Transport:
 
         return NatsTransport.from_config(cluster, node_name)
     raise ConfigError(f"unknown transport {cluster.transport!r}")
+
+
+def _changed_keys(section: str, old: Any, new: Any) -> list[str]:
+    """``section.key`` for every field that differs between two configs of one section
+    (nested sections as ``section.sub.key``)."""
+    if old == new:
+        return []
+    if not dataclasses.is_dataclass(old) or not dataclasses.is_dataclass(new):
+        return [section]
+    keys: list[str] = []
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a != b:
+            both = dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b)
+            keys += _changed_keys(f"{section}.{f.name}", a, b) if both else [f"{section}.{f.name}"]
+    return keys
 
 
 class Daemon:
@@ -398,46 +419,132 @@ class Daemon:
             await self.control.close()
 
     async def reload(self) -> None:
-        """Re-read the configuration file (SIGHUP)."""
+        """Re-read the configuration file (SIGHUP). Each section is applied in place or
+        refused with one log line; either way the node keeps running, and only what was
+        applied becomes the running configuration."""
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
         security_applied = self._reload_security(new)
-        needs_restart = [
-            name
+        control_applied = await self._reload_control(new)
+        refused = [
+            key
             for name in ("node", "cluster", "control", "security")
-            if getattr(new, name) != getattr(self.config, name)
-            and not (name == "security" and security_applied)
+            if not (name == "security" and security_applied)
+            and not (name == "control" and control_applied)
+            for key in _changed_keys(name, getattr(self.config, name), getattr(new, name))
         ]
-        if needs_restart:
+        if refused:
             log.warning(
-                "reload: changes to %s need a restart (systemctl restart pbxmesh); "
-                "applying channels and the Asterisk link only",
-                ", ".join(f"[{n}]" for n in needs_restart),
+                "reload: changes to %s need a restart (systemctl restart pbxmesh); the "
+                "running values are kept",
+                ", ".join(refused),
             )
         if new.channels != self.config.channels:
             self.node.reconfigure(new.channels)
-        if new.asterisk != self.config.asterisk:
-            for link in [x for x in self.links if x is not self.ring_link]:
-                self.links.remove(link)
-                await self.node.remove_link(link)
-            await self._open_links(new.asterisk)
-            log.info("reload: Asterisk link %s", "restarted" if new.asterisk else "removed")
-        if new.ring != self.config.ring:
-            await self._close_ring()
-            await self._open_ring(new.ring)
-            log.info("reload: ring link %s", "restarted" if new.ring else "removed")
+        asterisk = self.config.asterisk
+        if new.asterisk != asterisk and await self._reload_asterisk(new.asterisk):
+            asterisk = new.asterisk
+        ring = self.config.ring
+        if new.ring != ring and await self._reload_ring(new.ring):
+            ring = new.ring
         # Only what was applied becomes the running configuration.
         self.config = dataclasses.replace(
             self.config,
             channels=new.channels,
-            asterisk=new.asterisk,
-            ring=new.ring,
+            asterisk=asterisk,
+            ring=ring,
             security=new.security if security_applied else self.config.security,
+            control=new.control if control_applied else self.config.control,
         )
         log.info("reload done channels=%s", ",".join(c.name for c in new.channels))
+
+    async def _reload_asterisk(self, new: AsteriskConfig | None) -> bool:
+        """Replace the links to Asterisk (the ring aside); True if the new ones run. The old
+        links are closed first, so that a new one may bind the same SIP listener; if a new
+        one cannot start, the old configuration's links are started again."""
+        await self._close_asterisk_links()
+        try:
+            await self._open_links(new)
+        except PbxmeshError as exc:
+            await self._close_asterisk_links()
+            log.error(
+                "reload: the new [asterisk] settings are refused, %s: %s",
+                "the running link is kept" if self.config.asterisk else "no link to Asterisk runs",
+                exc,
+            )
+            try:
+                await self._open_links(self.config.asterisk)
+            except PbxmeshError as again:
+                log.error("reload: the running Asterisk link did not restart either: %s", again)
+            return False
+        log.info("reload: Asterisk link %s", "restarted" if new else "removed")
+        return True
+
+    async def _close_asterisk_links(self) -> None:
+        for link in [x for x in self.links if x is not self.ring_link]:
+            self.links.remove(link)
+            await self.node.remove_link(link)
+
+    async def _reload_ring(self, new: RingSection | None) -> bool:
+        """As :meth:`_reload_asterisk`, for ``[asterisk.ring]``."""
+        await self._close_ring()
+        try:
+            await self._open_ring(new)
+        except PbxmeshError as exc:
+            await self._close_ring()
+            log.error(
+                "reload: the new [asterisk.ring] settings are refused, %s: %s",
+                "the running bridge is kept" if self.config.ring else "no ring bridge runs",
+                exc,
+            )
+            try:
+                await self._open_ring(self.config.ring)
+            except PbxmeshError as again:
+                log.error("reload: the running ring bridge did not restart either: %s", again)
+            return False
+        log.info("reload: ring link %s", "restarted" if new else "removed")
+        return True
+
+    async def _reload_control(self, new: Config) -> bool:
+        """A changed ``[control]``: a new token at once; a new listen address by rebinding
+        the control server (if that fails, it listens on the old address again)."""
+        control, old = self.control, self.config.control
+        if control is None or new.control == old:
+            return False
+        if new.control.listen == old.listen:
+            control.token = new.control.token
+            log.info("reload: [control] token %s", "set" if new.control.token else "removed")
+            return True
+        await control.close()
+        control.host, control.port = new.control.listen
+        control.token = new.control.token
+        try:
+            await control.start()
+        except OSError as exc:
+            await control.close()
+            control.host, control.port = old.listen
+            control.token = old.token
+            log.error(
+                "reload: cannot listen for the control API on %s:%d (%s); it stays on %s:%d",
+                *new.control.listen,
+                exc.strerror or exc,
+                *old.listen,
+            )
+            try:
+                await control.start()
+            except OSError as again:
+                log.error(
+                    "reload: the control API cannot listen on %s:%d again either (%s); "
+                    "restart pbxmesh",
+                    *old.listen,
+                    again.strerror or again,
+                )
+            return False
+        log.info("reload: [control] now listening on %s:%d", *new.control.listen)
+        return True
 
     def _reload_security(self, new: Config) -> bool:
         """Apply a changed list of nodes and grants at once (same key); True if applied."""
@@ -500,7 +607,10 @@ class Daemon:
                     return 1
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
-                    await self.reload()
+                    try:
+                        await self.reload()
+                    except PbxmeshError as exc:  # never a reason to stop a running node
+                        log.error("reload failed, still running: %s", exc)
             log.info("stopping: leaving the cluster")
             return 0
         except PbxmeshError as exc:

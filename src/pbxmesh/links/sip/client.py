@@ -51,7 +51,7 @@ from .bodies import (
 from .message import Request, Response
 from .transaction import new_tag
 
-__all__ = ["Handle", "PublishClient", "PublishConfig"]
+__all__ = ["Handle", "PublishClient", "PublishConfig", "PublishFailure"]
 
 _MAX_CSEQ: Final = 2**31 - 1
 
@@ -95,6 +95,32 @@ class Handle:
 
     key: tuple[str, EID, int]
     cseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailure:
+    """A final answer other than success to one PUBLISH, for the caller to log or act on."""
+
+    status: int
+    reason: str  # the reason phrase, as the server sent it
+    package: str  # the event package of the publication
+    what: str  # what the request carried, in words: a device, a mailbox, a refresh ...
+    retry_in: float | None  # seconds until it is sent again; None: that one state is dropped
+
+    def __str__(self) -> str:
+        outcome = "dropped" if self.retry_in is None else f"retrying in {self.retry_in:g} s"
+        return f"{self.status} {self.reason} on {self.package} for {self.what}; {outcome}"
+
+
+def _describe(body: Body | None, remove: bool) -> str:
+    match body:
+        case DeviceStateBody():
+            return f"{body.device} {body.state.name} (EID {body.eid})"
+        case MailboxStateBody():
+            return f"mailbox {body.uniqueid} {body.new}/{body.old} (EID {body.eid})"
+        case RefreshBody():
+            return "a refresh request"
+    return "a removal" if remove else "a refresh of the publication"
 
 
 def _item_key(body: Body) -> str:
@@ -255,8 +281,8 @@ class PublishClient:
             data = encode_body(body)
         return Handle(pub.key, pub.cseq), Request("PUBLISH", cfg.uri, tuple(headers), data)
 
-    def on_response(self, handle: Handle, response: Response, now: float) -> str | None:
-        """Take the final answer to a request; returns a note for the log on a failure."""
+    def on_response(self, handle: Handle, response: Response, now: float) -> PublishFailure | None:
+        """Take the final answer to a request; what failed, if it did."""
         pub = self._pubs.get(handle.key)
         if pub is None or pub.flight is None or pub.flight[0] != handle.cseq:
             return None  # a stale answer
@@ -301,9 +327,10 @@ class PublishClient:
         if status == 408 or status >= 500:
             pub.backoff = min(max(pub.backoff * 2, self.config.retry_min), self.config.retry_max)
             self._retry_same(pub, body, remove, now, delay=pub.backoff)
-            return f"{status} {response.reason} on {pub.key[0]}; retrying in {pub.backoff:g}s"
+            what = _describe(body, remove)
+            return PublishFailure(status, response.reason, pub.key[0], what, pub.backoff)
         pub.auth_tried = False
-        return f"{status} {response.reason} on {pub.key[0]}; {body!r:.80} dropped"
+        return PublishFailure(status, response.reason, pub.key[0], _describe(body, remove), None)
 
     def _retry_same(
         self, pub: _Publication, body: Body | None, remove: bool, now: float, delay: float

@@ -4,8 +4,9 @@ Over UDP a state is sent the moment it is published when its publication is idle
 final response (the endpoint retransmits and times out) is fed back by a callback that sends
 that publication's next queued state at once: no task between a change and its PUBLISH. One
 task wakes for refreshes and retries after a back-off; over TCP (where a connection may have
-to be opened first) one small task per request waits for its answer. Failures the client
-reports are logged once each; nothing here stops on a bad answer.
+to be opened first) one small task per request waits for its answer. Every final answer goes
+to ``on_answer`` when one is given (the SIP link explains refusals to the administrator and
+counts them); without one each failure is logged. Nothing here stops on a bad answer.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 
 from ...tasks import cancel_and_wait
 from .bodies import Body
-from .client import Handle, PublishClient
+from .client import Handle, PublishClient, PublishFailure
 from .endpoint import SipEndpoint, Transport
 from .message import Request, Response
 
-__all__ = ["PublishDriver"]
+__all__ = ["AnswerCallback", "PublishDriver"]
+
+#: ``(event package, status, failure)`` for every final answer; ``failure`` is None unless
+#: the client gave up on that state or retries it after a back-off (see PublishClient).
+AnswerCallback = Callable[[str, int, PublishFailure | None], None]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +41,10 @@ class PublishDriver:
         endpoint: SipEndpoint,
         dest: tuple[str, int],
         transport: Transport = "udp",
+        on_answer: AnswerCallback | None = None,
     ) -> None:
         self.client, self.endpoint = client, endpoint
+        self.on_answer = on_answer
         self.dest, self.transport = dest, transport
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -103,10 +111,14 @@ class PublishDriver:
         self._wake.set()  # deadlines may have moved
 
     def _take(self, handle: Handle, response: Response) -> None:
-        note = self.client.on_response(handle, response, asyncio.get_running_loop().time())
-        if note is not None:
+        failure = self.client.on_response(handle, response, asyncio.get_running_loop().time())
+        if failure is not None:
             self.failures += 1
-            log.warning("sip publish dest=%s:%d %s", *self.dest, note)
+        if self.on_answer is not None:
+            if response.status >= 200:
+                self.on_answer(handle.key[0], response.status, failure)
+        elif failure is not None:
+            log.warning("sip publish dest=%s:%d %s", *self.dest, failure)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

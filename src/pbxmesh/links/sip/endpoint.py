@@ -68,6 +68,13 @@ Handler = Callable[[Request, Source], Response | None]
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
+        # Set once the socket is closed: a transport's close() only schedules it, and the
+        # port must be free when close() returns (a reload binds it again at once).
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.endpoint._datagram(data, (addr[0], addr[1]))
@@ -104,6 +111,7 @@ class SipEndpoint:
         self._client_tx: dict[tuple[str, str], _Pending] = {}
         self._by_future: dict[asyncio.Future[Response], tuple[str, str]] = {}
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_protocol: _Udp | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_out: dict[tuple[str, int], asyncio.StreamWriter] = {}
         self._tcp_in = 0
@@ -124,15 +132,17 @@ class SipEndpoint:
     async def start(self) -> None:
         """Bind UDP, then TCP on the same port (an ephemeral port when ``port`` is 0)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
+        transport, protocol = await loop.create_datagram_endpoint(
             lambda: _Udp(self), local_addr=(self.host, self.port)
         )
-        self._udp = transport
+        self._udp, self._udp_protocol = transport, protocol
         self.port = transport.get_extra_info("sockname")[1]
         try:
             self._tcp_server = await asyncio.start_server(self._accept, self.host, self.port)
         except OSError:
             transport.close()
+            await protocol.closed
+            self._udp, self._udp_protocol = None, None
             raise
         log.info("sip endpoint listening host=%s port=%d (udp, tcp)", self.host, self.port)
 
@@ -152,6 +162,10 @@ class SipEndpoint:
             await self._tcp_server.wait_closed()
         if self._udp is not None:
             self._udp.close()
+            if self._udp_protocol is not None:
+                await self._udp_protocol.closed  # the port is free when close() returns
+            self._udp, self._udp_protocol = None, None
+        self._tcp_server = None
         log.info("sip endpoint closed host=%s port=%d", self.host, self.port)
 
     # -- inbound ----------------------------------------------------------------------------

@@ -46,11 +46,20 @@ pbxmesh restarted while Asterisk kept running still neutralises the states of se
 left meanwhile.
 
 **Link up and resync.** The link is *connected* while Asterisk answers an ``OPTIONS`` probe
-every :attr:`SipLinkConfig.keepalive` seconds. On every link-up it resyncs: a ``refresh``
-body, so Asterisk dumps its own states back; every other origin's slot and remote mailbox
-again; ``UNKNOWN`` for every (EID, device) it published earlier that the cluster no longer
-holds. A ``refresh`` from Asterisk (sent when it loads or reloads the module, i.e. after a
-restart) starts the same re-publication without the refresh of our own.
+every :attr:`SipLinkConfig.keepalive` seconds.
+While it does not, the link is *disconnected*, and says why at once (no answer at that
+address, a refused TCP connection) and again now and then with a count (:mod:`.diagnosis`),
+whether it was ever up or not. While Asterisk answers but refuses our PUBLISHes (a missing
+module, a pjsip.conf object that does not match), the link is *degraded*: each distinct
+refusal is logged once, translated into what to fix, with reminders at a doubling interval;
+a ``refresh`` is re-sent now and then, and the first PUBLISH Asterisk accepts again makes the
+link connected and re-publishes everything. ``status`` shows the state and its reason.
+
+On every link-up the link resyncs: a ``refresh`` body, so Asterisk dumps its own states back;
+every other origin's slot and remote mailbox again; ``UNKNOWN`` for every (EID, device) it
+published earlier that the cluster no longer holds. A ``refresh`` from Asterisk (sent when
+it loads or reloads the module, i.e. after a restart) starts the same re-publication without
+the refresh of our own.
 
 Both directions may use digest (``username``/``secret``): Asterisk's PUBLISH is challenged
 (401) and Asterisk's challenge to ours is answered. Methods other than PUBLISH/OPTIONS get
@@ -86,7 +95,8 @@ from .bodies import (
     MailboxStateBody,
     RefreshBody,
 )
-from .client import PublishClient, PublishConfig
+from .client import PublishClient, PublishConfig, PublishFailure
+from .diagnosis import Throttle, no_answer, refused, repeats
 from .driver import PublishDriver
 from .endpoint import SipEndpoint, Source
 from .headers import uri_user
@@ -104,6 +114,9 @@ log = logging.getLogger(__name__)
 ALLOW: Final = "PUBLISH, OPTIONS"
 _SERVER: Final = "pbxmesh"
 _LOCAL_FAILURES: Final = (408, 503)  # what the endpoint answers itself: nobody there
+#: Seconds between the refreshes that test whether a refusing Asterisk accepts again.
+_RETRY_FIRST: Final = 5.0
+_RETRY_MAX: Final = 60.0
 
 
 def uri_hostport(uri: str) -> tuple[str, int]:
@@ -227,7 +240,9 @@ class SipLink(Link):
                 secret=config.secret,
             )
         )
-        self.driver = PublishDriver(self.client, self.endpoint, config.dest, config.transport)
+        self.driver = PublishDriver(
+            self.client, self.endpoint, config.dest, config.transport, on_answer=self._answered
+        )
         self._digest = (
             DigestServer(config.username, config.secret)
             if config.username is not None and config.secret is not None
@@ -256,6 +271,15 @@ class SipLink(Link):
         self.skipped = 0
         self.collisions = 0
         self.probes_failed = 0  # OPTIONS probes Asterisk did not answer
+        self.publishes_refused = 0  # PUBLISHes Asterisk answered with a refusal
+        #: why Asterisk does not answer (None: it does, or no probe has failed yet)
+        self._down_reason: str | None = None
+        self._was_up = False
+        #: event package -> why Asterisk refuses our PUBLISHes on it (degraded while any)
+        self._refusing: dict[str, str] = {}
+        self._retry_at = 0.0  # the next refresh that tests a refusing Asterisk
+        self._retry_interval = _RETRY_FIRST
+        self._throttles: dict[tuple[str, int, str], Throttle] = {}
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -325,19 +349,38 @@ class SipLink(Link):
         if path is not None and self._held_dirty:
             await asyncio.to_thread(_write_rows, path, self._held_rows())
 
+    @property
+    def state(self) -> Literal["connected", "degraded", "disconnected"]:
+        """Connected: Asterisk answers and takes our PUBLISHes; degraded: it answers and
+        refuses them; disconnected: it does not answer."""
+        if not self._alive:
+            return "disconnected"
+        return "degraded" if self._refusing else "connected"
+
+    @property
+    def reason(self) -> str | None:
+        """Why the link is not connected, in words an administrator acts on."""
+        if not self._alive:
+            return self._down_reason
+        if self._refusing:
+            return "; ".join(dict.fromkeys(self._refusing.values()))
+        return None
+
     def status(self) -> LinkStatus:
         host, port = self.config.dest
         lhost, lport = self.config.listen
         return LinkStatus(
             kind=self.kind,
             address=f"{host}:{port}",
-            connected=self._alive,
+            connected=self.state == "connected",
             resyncs=self.resyncs,
             reconnects=self.reconnects,
             published=self.published,
             queue_depth=self.client.queued if self._started else 0,
             protocol_errors=self.protocol_errors + self.endpoint.stats["malformed"],
             extra={
+                "state": self.state,
+                "reason": self.reason,
                 "listen": f"{lhost}:{self.endpoint.port or lport}",
                 "asterisk_eid": str(self.asterisk_eid) if self.asterisk_eid else None,
                 "publications_in": len(self.server),
@@ -346,6 +389,7 @@ class SipLink(Link):
                 "eid_collisions": self.collisions,
                 "refreshes_answered": self.refreshes_answered,
                 "probes_failed": self.probes_failed,
+                "publishes_refused": self.publishes_refused,
                 "withdrawals": self.withdrawals,
                 "skipped": self.skipped,
                 "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
@@ -467,7 +511,15 @@ class SipLink(Link):
         user = uri_user(request.uri)
         if user != self.config.resource:
             self.protocol_errors += 1
-            self._warn("SIP PUBLISH for unknown user %r from %s:%d: 404", user, *source.address)
+            self._warn(
+                "SIP PUBLISH from %s:%d for user %s refused (404): Asterisk's outbound-publish "
+                "server_uri must be sip:%s@%s:%d",
+                *source.address,
+                user or "(none)",
+                self.config.resource,
+                self.config.listen[0],
+                self.endpoint.port,
+            )
             return make_response(request, 404, "Not Found", source=source.address)
         now = asyncio.get_running_loop().time()
         if self._digest is not None:
@@ -542,13 +594,82 @@ class SipLink(Link):
         if not alive and self.port is not None:
             self._down_timer.start()
         if alive:
+            self._was_up = True
+            self._down_reason = None
+            self._throttle("down").reset()
             log.info("SIP link up: Asterisk answers at %s:%d", host, port)
             self._want_resync(refresh=True)
             self.driver.retry_now()
             self.endpoint.retransmit_now()
         else:
             self.reconnects += 1
-            log.warning("SIP link down: Asterisk at %s:%d does not answer", host, port)
+            self._refusing.clear()  # what it refused is told again after the next link-up
+
+    def _throttle(self, kind: str, status: int = 0, package: str = "") -> Throttle:
+        key = (kind, status, package)
+        throttle = self._throttles.get(key)
+        if throttle is None:
+            throttle = self._throttles[key] = Throttle()
+        return throttle
+
+    def _no_answer(self, *, refused_tcp: bool) -> None:
+        """A probe failed: say why at once, then now and then (never once per probe)."""
+        self.probes_failed += 1
+        reason = no_answer(self.config.dest, self.config.transport, refused=refused_tcp)
+        self._down_reason = reason
+        seen = self._throttle("down").hit(asyncio.get_running_loop().time())
+        if seen is not None:
+            log.warning(
+                "SIP link %s: %s%s", "down" if self._was_up else "not up", reason, repeats(*seen)
+            )
+
+    def _answered(self, package: str, status: int, failure: PublishFailure | None) -> None:
+        """Every final answer to our PUBLISHes (from the driver)."""
+        now = asyncio.get_running_loop().time()
+        if 200 <= status < 300:
+            if self._refusing.pop(package, None) is not None and not self._refusing:
+                host, port = self.config.dest
+                log.info(
+                    "SIP link connected again: Asterisk at %s:%d accepts our PUBLISH; "
+                    "re-publishing every state",
+                    host,
+                    port,
+                )
+                for key, throttle in self._throttles.items():
+                    if key[0] == "refused":
+                        throttle.reset()
+                self._want_resync(refresh=False)  # what it refused meanwhile was dropped
+            return
+        if failure is None:
+            return  # answered by the client itself (a challenge, 412, 423)
+        if status in _LOCAL_FAILURES:
+            # No answer from Asterisk (the probe tells the link's state): one line per while.
+            seen = self._throttle("timeout", 0, package).hit(now)
+            if seen is not None:
+                log.warning("SIP link: no answer to PUBLISH: %s%s", failure, repeats(*seen))
+            return
+        self.publishes_refused += 1
+        reason = refused(
+            failure,
+            dest=self.config.dest,
+            resource=self.config.resource,
+            listen_host=self.config.listen[0],
+            credentials=self.config.username is not None,
+        )
+        if not self._refusing:
+            self._retry_at, self._retry_interval = now + _RETRY_FIRST, _RETRY_FIRST
+        self._refusing[package] = reason
+        seen = self._throttle("refused", status, package).hit(now)
+        if seen is not None:
+            log.warning("SIP link degraded: %s%s", reason, repeats(*seen))
+
+    def _retry_refused(self, now: float) -> None:
+        """While degraded, a refresh now and then tells when Asterisk accepts again."""
+        if not self._refusing or self.port is None or now < self._retry_at:
+            return
+        self._retry_interval = min(self._retry_interval * 2, _RETRY_MAX)
+        self._retry_at = now + self._retry_interval
+        self._send(RefreshBody(self.wire_eid(self.port.origin)))
 
     def _withdraw(self) -> None:
         if self.port is None or self._alive:
@@ -583,10 +704,10 @@ class SipLink(Link):
             async with asyncio.timeout(self.config.keepalive_timeout):
                 answer = await self.endpoint.request(request, (host, port), self.config.transport)
         except TimeoutError:
-            self.probes_failed += 1
+            self._no_answer(refused_tcp=False)
             return False
         if answer.status in _LOCAL_FAILURES:
-            self.probes_failed += 1
+            self._no_answer(refused_tcp=answer.status == 503)
             return False
         return True
 
@@ -596,6 +717,8 @@ class SipLink(Link):
             up = await self._probe()
             if up != self._alive:
                 self._set_alive(up)
+            if up:
+                self._retry_refused(loop.time())
             self.server.expire(loop.time())
             await self._save_held_off_loop()
             await asyncio.sleep(self.config.keepalive)
