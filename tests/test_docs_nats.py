@@ -44,33 +44,22 @@ from typing import Any
 
 import pytest
 
+from tests.harness.docs import doc_block
 from tests.harness.fixtures import skip_or_fail
 from tests.harness.nats import nats_missing_reason, nats_server_binary
 from tests.harness.nodes import NodeProcess, _connect, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "nats.md"
 FAILOVER_LIMIT = 2.0  # seconds: the watchdog time the issue asks for
 BIN = Path(sys.executable).parent
 
 
 # -- the page -----------------------------------------------------------------------------------
-def doc_block(marker: str) -> str:
-    """The fenced block of docs/nats.md whose first line is ``# <marker>…``."""
-    text = DOC.read_text(encoding="utf-8")
-    found = [
-        b for b in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M)
-        if b.startswith(f"# {marker}")
-    ]  # fmt: skip
-    assert len(found) == 1, f"docs/nats.md: {len(found)} blocks start with '# {marker}'"
-    return found[0]
-
-
 def doc_hosts() -> dict[str, tuple[str, str]]:
     """short name -> (fqdn, address), from the page's /etc/hosts block."""
     out = {}
-    for line in doc_block("/etc/hosts").splitlines()[1:]:
+    for line in doc_block("docs/nats.md", "# /etc/hosts").splitlines()[1:]:
         if line.strip() and not line.startswith("#"):
             addr, fqdn = line.split()[:2]
             out[fqdn.split(".")[0]] = (fqdn, addr)
@@ -215,18 +204,18 @@ def teardown(site: Site) -> None:
 def make_pki(site: Site) -> Path:
     pki = site.tmp / "pki"
     pki.mkdir()
-    run(["bash", "-e", "-c", doc_block("make-certs.sh")], cwd=pki)
-    (pki / "accounts.toml").write_text(doc_block("accounts.toml"))
+    run(["bash", "-e", "-c", doc_block("docs/nats.md", "# make-certs.sh")], cwd=pki)
+    (pki / "accounts.toml").write_text(doc_block("docs/nats.md", "# accounts.toml"))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    run(["bash", "-e", "-c", doc_block("make-accounts.sh")], cwd=pki, env=env)
+    run(["bash", "-e", "-c", doc_block("docs/nats.md", "# make-accounts.sh")], cwd=pki, env=env)
     return pki
 
 
 def nats_servers(site: Site, pki: Path) -> None:
-    hub_conf = doc_block("/etc/nats/hub1.conf")
-    leaf_conf = doc_block("/etc/nats/leaf-site1.conf")
-    install = doc_block("install-nats-files.sh")
-    dropin = doc_block("/etc/systemd/system/nats-server.service.d/pbxmesh.conf")
+    hub_conf = doc_block("docs/nats.md", "# /etc/nats/hub1.conf")
+    leaf_conf = doc_block("docs/nats.md", "# /etc/nats/leaf-site1.conf")
+    install = doc_block("docs/nats.md", "# install-nats-files.sh")
+    dropin = doc_block("docs/nats.md", "# /etc/systemd/system/nats-server.service.d/pbxmesh.conf")
     exec_start = [ln for ln in dropin.splitlines() if ln.startswith("ExecStart=/")][-1]
     binary = nats_server_binary()
     assert binary is not None
@@ -268,7 +257,7 @@ def nats_servers(site: Site, pki: Path) -> None:
 
 
 def pbx_nodes(site: Site, pki: Path) -> None:
-    template = doc_block("/etc/pbxmesh/pbxmesh.toml on pbx1")
+    template = doc_block("docs/nats.md", "# /etc/pbxmesh/pbxmesh.toml on pbx1")
     keys: dict[str, str] = {}
     for name in ("pbx1", "pbx2", "pbx3"):
         work = site.tmp / name
@@ -432,7 +421,7 @@ def test_docs_walkthrough_two_sites_and_drills() -> None:
     report: list[str] = []
     with documented_site() as site:
         p1, p2, p3 = site.pbx["pbx1"], site.pbx["pbx2"], site.pbx["pbx3"]
-        check = doc_block("check it")
+        check = doc_block("docs/nats.md", "# check it")
         publish = next(ln for ln in check.splitlines() if "publish device_state" in ln)
         argv = publish.split("#")[0].split()
         run(["ip", "netns", "exec", site.ns("pbx1"), str(BIN / "pbxmesh"),

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DEFAULT_CONFIG, load_config
+from .config import DEFAULT_CONFIG, Config, load_config
+from .eid import EID, load_or_create_eid
 from .errors import ConfigError, PbxmeshError, StateError
 from .presence import check_presence_text, check_presentity, parse_presence
 from .states import parse_state
@@ -487,32 +488,62 @@ def _publish(client: _Client, args: argparse.Namespace) -> int:
 
 
 def _asterisk_config(args: argparse.Namespace) -> int:
-    """The local Asterisk's configuration for this node's [asterisk] links, ready to include."""
+    """The local Asterisk's configuration for this node's links, ready to include."""
+    from .links.sip.asterisk_conf import asterisk_conf, manager_conf, node_modules_conf
+
     cfg = load_config(args.config)
     ast = cfg.asterisk
     if ast is None:
-        raise CliError(f"{cfg.path} has no [asterisk] section: no link to configure", 1)
-    parts: list[str] = []
+        if cfg.ring is not None:
+            print(
+                "; [asterisk.ring]: this node bridges a res_corosync ring and has no Asterisk of\n"
+                "; its own; the ring's Asterisks keep their res_corosync.conf (docs/ring.md)"
+            )
+            return 0
+        raise CliError(
+            f"{cfg.path} has no [asterisk] link: add [asterisk] (AMI) or [asterisk.sip] "
+            "(docs/asterisk.md) to configure one",
+            1,
+        )
+    parts = [asterisk_conf(str(_node_eid(cfg)))]
+    sip = None
     if ast.sip is not None:
-        from .links.sip.asterisk_conf import modules_conf, pjsip_conf
+        from .links.sip.asterisk_conf import pjsip_conf
         from .links.sip.link import sip_link_config
 
-        link = sip_link_config(ast)
-        parts.append(pjsip_conf(link, transport=not args.no_transport))
-        parts.append(modules_conf(link))
+        sip = sip_link_config(ast)
+    parts.append(node_modules_conf(sip, ast.ami is not None, presence=ast.presence, mwi=ast.mwi))
+    if sip is not None:
+        parts.append(pjsip_conf(sip, transport=not args.no_transport))
     if ast.ami is not None:
-        from .links.sip.asterisk_conf import manager_conf
-
         parts.append(manager_conf(ast.username, ast.secret, _permit(ast.ami[0])))
-        if ast.sip is None:
-            parts.append(
-                "; modules.conf, [modules]: what the AMI link needs (besides manager)\n"
-                "load => func_devstate.so\nload => res_manager_devicestate.so\n"
-                "; on servers without app_voicemail, for remote MWI:\n"
-                "load => res_mwi_external.so\nload => res_mwi_external_ami.so\n"
-            )
     print("\n".join(parts), end="")
     return 0
+
+
+def _node_eid(cfg: Config) -> EID:
+    """This node's EID, as the daemon finds it (``[node] eid``, the signing key, state_dir)."""
+    if cfg.node.eid is not None:
+        return cfg.node.eid
+    if cfg.security.key is not None:
+        from .security import eid_for_key, load_private_key
+
+        return eid_for_key(load_private_key(cfg.security.key).public_key())
+    state_dir = cfg.node.state_dir
+    if not (state_dir / "eid").exists() and not state_dir.is_dir():
+        raise CliError(
+            f"{state_dir} does not exist, so this node has no entity id yet: create it (the "
+            "package does) or set [node] eid",
+            1,
+        )
+    try:
+        return load_or_create_eid(state_dir)
+    except OSError as exc:
+        raise CliError(
+            f"cannot read or create {state_dir / 'eid'} ({exc.strerror}): run as root or as the "
+            "daemon's user, or set [node] eid",
+            1,
+        ) from None
 
 
 def _permit(host: str) -> str:

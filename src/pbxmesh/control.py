@@ -301,7 +301,7 @@ class ControlServer:
                         for h in hints
                     ]
                 )
-        return _error(404, "this node has no [asterisk] link, so it knows no hints")
+        return _error(404, _no_hints({link.kind for link in self.links()}))
 
     # -- write ------------------------------------------------------------------------------
     async def publish_device(self, request: web.Request) -> web.Response:
@@ -586,3 +586,21 @@ def _host_name(host: str) -> str:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _no_hints(kinds: set[str]) -> str:
+    """Why this node cannot list Asterisk's hints, and what to do, for the links it has."""
+    if "sip" in kinds:
+        return (
+            "hints are read over AMI, and the SIP link cannot read them: add the AMI keys "
+            "(ami, username, secret) to [asterisk] beside [asterisk.sip]; that AMI link then "
+            "serves `pbxmesh hints` and shares nothing (docs/asterisk.md)"
+        )
+    if "ring" in kinds:
+        return (
+            "this node bridges a res_corosync ring and has no Asterisk of its own: list the "
+            "hints on a ring Asterisk (asterisk -rx 'core show hints')"
+        )
+    return (
+        "this node has no [asterisk] link, so it knows no hints: configure one (docs/asterisk.md)"
+    )

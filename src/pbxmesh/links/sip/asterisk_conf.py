@@ -1,8 +1,9 @@
-"""The Asterisk configuration a SIP link needs: pjsip.conf sections and modules.conf lines.
+"""The Asterisk configuration a node's links need: asterisk.conf's entity id, modules.conf
+lines, pjsip.conf sections (SIP link) and manager.conf's account (AMI link).
 
-``pbxmesh asterisk-config`` prints them (and manager.conf's account when the AMI link is
-configured too); the real-Asterisk tests configure their Asterisks with the same text, so what
-an administrator is told to include is what the tests run.
+``pbxmesh asterisk-config`` prints them; the real-Asterisk tests configure their Asterisks with
+the same text (modules.conf with ``autoload = no`` and exactly the printed modules), so what an
+administrator is told to include is what the tests run.
 
 The objects, all named after the link's resource (``pbxmesh`` by default):
 
@@ -23,7 +24,29 @@ from typing import Final
 
 from .link import SipLinkConfig, uri_hostport
 
-__all__ = ["MODULES", "TEST_MODULES", "manager_conf", "modules_conf", "pjsip_conf"]
+__all__ = [
+    "AMI_MODULES",
+    "BASE_MODULES",
+    "MODULES",
+    "PRESENCE_MODULES",
+    "asterisk_conf",
+    "manager_conf",
+    "modules_conf",
+    "node_modules",
+    "node_modules_conf",
+    "pjsip_conf",
+]
+
+#: Every link: the dialplan (extensions.conf and its hints) and ``Custom:`` device states.
+BASE_MODULES: Final = ("pbx_config", "func_devstate")
+#: The AMI link's DeviceStateChange events (the manager itself is part of Asterisk's core).
+AMI_MODULES: Final = ("res_manager_devicestate",)
+#: Presence over AMI: PRESENCE_STATE() and PresenceStateChange events.
+PRESENCE_MODULES: Final = ("func_presencestate", "res_manager_presencestate")
+#: Remote MWI over AMI (MWIUpdate); never beside app_voicemail, which then declines to load.
+MWI_EXTERNAL_MODULES: Final = ("res_mwi_external", "res_mwi_external_ami")
+#: Phones subscribing to message-summary get remote MWI (SIP link).
+PHONE_MWI_MODULES: Final = ("res_pjsip_mwi", "res_pjsip_mwi_body_generator")
 
 #: What Asterisk must load (reference: sip-publish.md §1). The last two avoid an error line
 #: per outgoing PUBLISH and a warning per incoming request, and raise the sustained rate.
@@ -42,21 +65,67 @@ MODULES: Final = (
 )
 #: Also needed when a secret is set: Asterisk answers our challenge with it.
 AUTH_MODULES: Final = ("res_pjsip_outbound_authenticator_digest",)
-#: For phones to see remote MWI (SUBSCRIBE message-summary), and for tests of hints.
-TEST_MODULES: Final = (
-    "res_pjsip_mwi",
-    "res_pjsip_mwi_body_generator",
-    "pbx_config",
-    "func_devstate",
-)
 
 
 def modules_conf(config: SipLinkConfig) -> str:
+    """The modules the SIP link itself needs (part of :func:`node_modules_conf`)."""
     mods = MODULES + (AUTH_MODULES if config.secret is not None else ())
     lines = ["; modules.conf, [modules]: what the pbxmesh SIP link needs"]
     lines += [f"load => {m}.so" for m in mods]
-    lines.append("; and for phones to get remote MWI: res_pjsip_mwi, res_pjsip_mwi_body_generator")
     return "\n".join(lines) + "\n"
+
+
+_WHY: Final = {
+    "pbx_config": "the dialplan and its hints",
+    "func_devstate": "Custom: device states",
+    "res_manager_devicestate": "DeviceStateChange events",
+    "func_presencestate": "presence: PRESENCE_STATE()",
+    "res_manager_presencestate": "presence: PresenceStateChange events",
+    "res_pjsip_session": "else an ERROR line per outgoing PUBLISH",
+    "res_pjsip_authenticator_digest": "else a WARNING per incoming request",
+    "res_pjsip_mwi": "phones get remote MWI (message-summary)",
+}
+
+
+def node_modules(
+    sip: SipLinkConfig | None, ami: bool, *, presence: bool = True, mwi: bool = True
+) -> tuple[str, ...]:
+    """The modules a node's links need (besides Asterisk's core, which holds the manager)."""
+    mods: tuple[str, ...] = BASE_MODULES
+    if sip is not None:
+        mods += MODULES + (AUTH_MODULES if sip.secret is not None else ()) + PHONE_MWI_MODULES
+    if ami:
+        mods += AMI_MODULES if sip is None else ()
+        mods += PRESENCE_MODULES if presence else ()
+        mods += MWI_EXTERNAL_MODULES if sip is None and mwi else ()
+    return mods
+
+
+def node_modules_conf(
+    sip: SipLinkConfig | None, ami: bool, *, presence: bool = True, mwi: bool = True
+) -> str:
+    """modules.conf's ``load =>`` lines for a node's links: with ``autoload = no`` exactly
+    these (and your own); with ``autoload = yes`` none of them may be ``noload``ed."""
+    lines = ["; modules.conf, [modules]: with autoload = no, load these (and your own)"]
+    for m in node_modules(sip, ami, presence=presence, mwi=mwi):
+        if m == MWI_EXTERNAL_MODULES[0]:
+            lines += [
+                "; remote MWI over AMI; leave the next two out where app_voicemail runs",
+                "; (it does not load beside them: docs/asterisk.md, Voicemail on the receiving",
+                "; server)",
+            ]
+        why = _WHY.get(m)
+        line = f"load => {m}.so"
+        lines.append(f"{line:<41} ; {why}" if why else line)
+    return "\n".join(lines) + "\n"
+
+
+def asterisk_conf(eid: str) -> str:
+    """asterisk.conf's ``[options]`` line: this server's entity id, the pbxmesh node's own."""
+    return (
+        "; asterisk.conf, [options]: this server's entity id, the same as its pbxmesh node's\n"
+        f"entityid = {eid}\n"
+    )
 
 
 def pjsip_conf(config: SipLinkConfig, *, transport: bool = True) -> str:
