@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pbxmesh.config import load_config
+from pbxmesh.control import ControlServer, device_json
 from pbxmesh.eid import EID
 from pbxmesh.links.ring import RING_PART, RingLink, RingLinkConfig
 from pbxmesh.node import ChannelConfig, Node, NodeConfig
@@ -115,6 +116,21 @@ async def test_two_bridges_on_one_ring_neither_echo_nor_keep_stale_states(
     for link in a.links + b.links:
         await link.wait_idle()
     assert {e for (d, e) in ast.cache if d == "Custom:own"} == {a.eid}
+
+
+async def test_the_lamp_pages_live_event_shows_the_same_origins_as_devices(
+    two_bridges: tuple[SimRingAsterisk, Node, Node, Node],
+) -> None:
+    """The page's first picture (``devices``) and each live update list a device's origins
+    alike, the ring Asterisk's own slot included."""
+    ast, a, _b, _remote = two_bridges
+    control = ControlServer(a, "127.0.0.1", 0)
+    await ast.set_device("Custom:lamp", S.INUSE)
+    await eventually(lambda: ast.eid in a.device_origins("Custom:lamp"), "ring slot")
+    ((device, state, origins),) = a.device_rows("Custom:lamp")
+    listed = device_json(device, state, origins)
+    assert str(ast.eid) in listed["origins"]
+    assert control._device_event("Custom:lamp") == {**listed, "removed": False}
 
 
 async def test_a_leaving_asterisk_takes_its_states_from_the_mesh(

@@ -393,8 +393,7 @@ class ControlServer:
         state = self.node.devices.cluster_state(device)
         if state is None:
             return {"device": device, "state": "UNKNOWN", "origins": {}, "removed": True}
-        origins = {o: s for o, (s, _) in self.node.devices.slots_of(device).items()}
-        body = device_json(device, state, origins)
+        body = device_json(device, state, self.node.device_origins(device))
         body["removed"] = False
         return body
 

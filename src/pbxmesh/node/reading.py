@@ -66,11 +66,17 @@ class NodeReading(NodeState):
         for device, state in sorted(self.devices.devices()):
             if pattern and not fnmatch.fnmatchcase(device, pattern):
                 continue
-            slots = {o: s for o, (s, _) in self.devices.slots_of(device).items()}
-            for link in self._fanout.links:
-                slots.update(link.origin_slots(device))
-            rows.append((device, state, slots))
+            rows.append((device, state, self.device_origins(device)))
         return rows
+
+    def device_origins(self, device: str) -> dict[EID, DeviceState]:
+        """Each origin's state of ``device``: the cluster's slots and those only a link knows
+        (a res_corosync ring's Asterisks). Every reader (``devices``, the lamp page's live
+        events) takes them from here, so a device shows the same origins everywhere."""
+        slots = {o: s for o, (s, _) in self.devices.slots_of(device).items()}
+        for link in self._fanout.links:
+            slots.update(link.origin_slots(device))
+        return slots
 
     def mwi_rows(self, pattern: str | None = None) -> list[MwiRecord]:
         return sorted(
