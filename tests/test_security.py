@@ -12,6 +12,7 @@ from pbxmesh.errors import ConfigError, SecurityError, StateError
 from pbxmesh.node import Node, NodeConfig
 from pbxmesh.security import (
     build_guard,
+    build_peers,
     eid_for_key,
     keygen,
     load_private_key,
@@ -216,3 +217,36 @@ def test_guard_configuration_errors(tmp_path: Path) -> None:
 def test_security_error_carries_its_reason() -> None:
     err = SecurityError("replay", "old frame")
     assert err.reason == "replay" and str(err) == "old frame"
+
+
+async def test_a_revoked_node_and_a_narrowed_grant_stop_counting_at_once(site) -> None:
+    """SIGHUP that removes a node from [security.peers], or narrows its grant, drops what it
+    may no longer assert on the node that applies it, while that node is still a member."""
+    s, (a, b, c) = site
+    a.publish_device("PJSIP/100", S.INUSE)
+    b.publish_device("PJSIP/201", S.BUSY)
+    b.publish_device("PJSIP/222", S.RINGING)
+    for device in ("PJSIP/100", "PJSIP/201", "PJSIP/222"):
+        await wait_for(lambda d=device: c.devices.cluster_state(d) is not None)
+    guard = c.guard
+    assert guard is not None
+    peers = [
+        PeerConfig("pbx2", s.public["pbx2"], devices=("PJSIP/22*",), mailboxes=()),
+        PeerConfig("pbx3", s.public["pbx3"], devices=("*",), mailboxes=("*",)),
+    ]
+
+    built, require = build_peers(
+        SecurityConfig(key=s.root / "pbx3" / "node.key", peers=tuple(peers)), "pbx3"
+    )
+    guard.replace_peers(built, require, "pbx3")  # what the daemon's SIGHUP does, then:
+    assert c.revoke() == 2
+    assert c.devices.cluster_state("PJSIP/100") is None  # pbx1 is no longer listed
+    assert c.devices.cluster_state("PJSIP/201") is None  # outside pbx2's new grant
+    assert c.devices.cluster_state("PJSIP/222") is S.RINGING  # still granted
+    assert a.eid in {e for m in c.members() for e in m.eids}  # pbx1 is still a member
+    assert c.revoke() == 0
+    # Its next frames are refused as they come.
+    a.publish_device("PJSIP/101", S.INUSE)
+    b.publish_device("PJSIP/223", S.INUSE)
+    await wait_for(lambda: c.devices.cluster_state("PJSIP/223") is S.INUSE)
+    assert "PJSIP/101" not in c.devices

@@ -566,11 +566,13 @@ class Daemon:
         replace(peers, require, self.config.node.name)
         was = {p.name for p in old.peers}
         now = {p.name for p in new.security.peers}
+        revoked = self.node.revoke()
         log.info(
-            "reload: [security] applied peers=%d added=%s removed=%s",
+            "reload: [security] applied peers=%d added=%s removed=%s revoked_states=%d",
             len(peers),
             ",".join(sorted(now - was)) or "-",
             ",".join(sorted(was - now)) or "-",
+            revoked,
         )
         return True
 

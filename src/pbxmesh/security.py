@@ -175,6 +175,7 @@ class SignatureGuard:
         self._key = key
         self.signed = key is not None
         self._peers = {p.name: p for p in peers}
+        self._by_eid = {p.eid: p for p in peers}
         self._require = require_signatures
         #: this node's own entry of [security.peers] (its grant), if listed
         self.own: Peer | None = None
@@ -241,6 +242,14 @@ class SignatureGuard:
         """Whether frames signed by node ``name`` are accepted (None: no list of nodes)."""
         return (name in self._peers) if self._peers else None
 
+    def allows(self, origin: EID, item: DeviceItem | MwiItem | PresenceItem) -> bool:
+        """Whether the node of entity id ``origin`` may assert ``item`` under the current list
+        of nodes: anything while none is listed, nothing for a node no longer listed."""
+        if not self._peers:
+            return True
+        peer = self._by_eid.get(origin)
+        return peer is not None and peer.may_assert(item)
+
     def refuses(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
         """Why the other nodes would drop ``item`` from us (None: they accept it)."""
         if not self._peers:
@@ -264,6 +273,7 @@ class SignatureGuard:
     def replace_peers(self, peers: list[Peer], require_signatures: bool, own: str) -> None:
         """Take a new list of nodes and grants (SIGHUP), at once; replay state is kept."""
         self._peers = {p.name: p for p in peers}
+        self._by_eid = {p.eid: p for p in peers}
         self._require = require_signatures
         self.own = self._peers.get(own)
 

@@ -415,6 +415,38 @@ class Node(NodeAssertions, NodeReading):
         if self._resync_started:
             self.stats.last_resync_seconds = time.monotonic() - self._resync_started
 
+    def revoke(self) -> int:
+        """Drop every device state another origin holds that the guard no longer lets it
+        assert (its node was removed from the list of nodes, or its grant narrowed, by a
+        SIGHUP): it stops counting at once, not when that node leaves. Returns how many
+        states were dropped. Its later frames are refused by the guard as they come."""
+        guard = self.guard
+        if guard is None:
+            return 0
+        dropped = 0
+        for origin in self.devices.origins():
+            if origin == self.eid:
+                continue
+            gone = [
+                device
+                for device, state, version in self.devices.snapshot(origin)
+                if not guard.allows(origin, DeviceItem(device, int(state), version))
+            ]
+            for device in gone:
+                change = self.devices.remove(origin, device)
+                if change is not None:
+                    self._fanout.device(change)
+            if gone:
+                self._fanout.touched(origin, gone)
+                dropped += len(gone)
+                log.warning(
+                    "revoked eid=%s name=%s devices=%d: no longer granted to that node",
+                    origin,
+                    self._membership.name_of(origin),
+                    len(gone),
+                )
+        return dropped
+
     def _drop(self, origin: EID) -> None:
         held = [d for d, _, _ in self.devices.snapshot(origin)]
         changes = self.devices.drop_origin(origin)

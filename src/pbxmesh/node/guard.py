@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..eid import EID
 from ..wire.frame import DeviceItem, Frame, MwiItem, PresenceItem
 
 __all__ = ["FrameGuard"]
@@ -36,4 +37,9 @@ class FrameGuard(Protocol):
 
     def trusts(self, name: str) -> bool | None:
         """Whether frames of node ``name`` are accepted (None: no list of nodes)."""
+        ...
+
+    def allows(self, origin: EID, item: DeviceItem | MwiItem | PresenceItem) -> bool:
+        """Whether the node whose entity id is ``origin`` may (still) assert ``item``: after
+        the list of nodes or their grants changed, what it may no longer assert is dropped."""
         ...
