@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the pjsip transport (Asterisk already binds the uri's address)",
     )
+    ac.add_argument(
+        "--freepbx",
+        action="store_true",
+        help="lay the parts out for FreePBX: each under the custom file it goes into "
+        "(docs/freepbx.md)",
+    )
     kg = add("keygen", help="make an Ed25519 key pair for signing this node's frames")
     kg.add_argument("--out", default=None, help="private key file (default STATE_DIR/node.key)")
     kg.add_argument(
@@ -505,13 +511,26 @@ def _asterisk_config(args: argparse.Namespace) -> int:
             "(docs/asterisk.md) to configure one",
             1,
         )
-    parts = [asterisk_conf(str(_node_eid(cfg)))]
+    eid = str(_node_eid(cfg))
     sip = None
     if ast.sip is not None:
         from .links.sip.asterisk_conf import pjsip_conf
         from .links.sip.link import sip_link_config
 
         sip = sip_link_config(ast)
+    if args.freepbx:
+        from .links.sip.asterisk_conf import freepbx_conf, node_modules
+
+        manager = None
+        if ast.ami is not None:
+            manager = manager_conf(ast.username, ast.secret, _permit(ast.ami[0]))
+        mods = node_modules(sip, ast.ami is not None, presence=ast.presence, mwi=ast.mwi)
+        print(
+            freepbx_conf(eid, sip, transport=not args.no_transport, modules=mods, manager=manager),
+            end="",
+        )
+        return 0
+    parts = [asterisk_conf(eid)]
     parts.append(node_modules_conf(sip, ast.ami is not None, presence=ast.presence, mwi=ast.mwi))
     if sip is not None:
         parts.append(pjsip_conf(sip, transport=not args.no_transport))

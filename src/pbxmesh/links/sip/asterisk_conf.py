@@ -27,9 +27,11 @@ from .link import SipLinkConfig, uri_hostport
 __all__ = [
     "AMI_MODULES",
     "BASE_MODULES",
+    "FREEPBX_PJSIP_FILES",
     "MODULES",
     "PRESENCE_MODULES",
     "asterisk_conf",
+    "freepbx_conf",
     "manager_conf",
     "modules_conf",
     "node_modules",
@@ -39,7 +41,8 @@ __all__ = [
 
 #: Every link: the dialplan (extensions.conf and its hints) and ``Custom:`` device states.
 BASE_MODULES: Final = ("pbx_config", "func_devstate")
-#: The AMI link's DeviceStateChange events (the manager itself is part of Asterisk's core).
+#: The AMI link's DeviceStateChange events and DeviceStateList (the manager itself is part of
+#: Asterisk's core); needed beside a SIP link too.
 AMI_MODULES: Final = ("res_manager_devicestate",)
 #: Presence over AMI: PRESENCE_STATE() and PresenceStateChange events.
 PRESENCE_MODULES: Final = ("func_presencestate", "res_manager_presencestate")
@@ -78,7 +81,7 @@ def modules_conf(config: SipLinkConfig) -> str:
 _WHY: Final = {
     "pbx_config": "the dialplan and its hints",
     "func_devstate": "Custom: device states",
-    "res_manager_devicestate": "DeviceStateChange events",
+    "res_manager_devicestate": "DeviceStateChange events, DeviceStateList",
     "func_presencestate": "presence: PRESENCE_STATE()",
     "res_manager_presencestate": "presence: PresenceStateChange events",
     "res_pjsip_session": "else an ERROR line per outgoing PUBLISH",
@@ -95,7 +98,8 @@ def node_modules(
     if sip is not None:
         mods += MODULES + (AUTH_MODULES if sip.secret is not None else ()) + PHONE_MWI_MODULES
     if ami:
-        mods += AMI_MODULES if sip is None else ()
+        # Beside SIP too: the AMI link lists device states (DeviceStateList) at every connect.
+        mods += AMI_MODULES
         mods += PRESENCE_MODULES if presence else ()
         mods += MWI_EXTERNAL_MODULES if sip is None and mwi else ()
     return mods
@@ -129,6 +133,24 @@ def asterisk_conf(eid: str) -> str:
 
 
 def pjsip_conf(config: SipLinkConfig, *, transport: bool = True) -> str:
+    """The link's pjsip.conf sections, for one file."""
+    out = _pjsip_header(config)
+    for _kind, lines in _pjsip_sections(config, transport=transport):
+        out += ["", *lines]
+    return "\n".join(out) + "\n"
+
+
+def _pjsip_header(config: SipLinkConfig) -> list[str]:
+    lhost, lport = config.listen
+    return [
+        "; pjsip.conf: the link to pbxmesh (SIP PUBLISH, res_pjsip_publish_asterisk)",
+        f"; pbxmesh listens on {lhost}:{lport} ({config.transport}) and publishes to {config.uri}",
+    ]
+
+
+def _pjsip_sections(config: SipLinkConfig, *, transport: bool) -> list[tuple[str, list[str]]]:
+    """The link's pjsip.conf sections in order, each with its object type (``transport``,
+    ``auth``, ``endpoint``, ``identify``, or ``publish`` for the publication objects)."""
     name = config.resource
     inbound = _user(config.uri)
     host, port = uri_hostport(config.uri)
@@ -138,31 +160,35 @@ def pjsip_conf(config: SipLinkConfig, *, transport: bool = True) -> str:
     params = ";transport=tcp" if proto == "tcp" else ""
     lh = f"[{lhost}]" if ":" in lhost else lhost
     server_uri = f"sip:{name}@{match if lhost in ('0.0.0.0', '::', '') else lh}:{lport}{params}"
-    out: list[str] = [
-        "; pjsip.conf: the link to pbxmesh (SIP PUBLISH, res_pjsip_publish_asterisk)",
-        f"; pbxmesh listens on {lhost}:{lport} ({proto}) and publishes to {config.uri}",
-        "",
-    ]
+    out: list[tuple[str, list[str]]] = []
     if transport:
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        out += [
-            f"[{name}-transport-{proto}]   ; leave out if a transport already binds {bind}",
-            "type = transport",
-            f"protocol = {proto}",
-            f"bind = {bind}",
-            "",
-        ]
+        out.append(
+            (
+                "transport",
+                [
+                    f"[{name}-transport-{proto}]   ; leave out if a transport already binds {bind}",
+                    "type = transport",
+                    f"protocol = {proto}",
+                    f"bind = {bind}",
+                ],
+            )
+        )
     auth = config.username is not None and config.secret is not None
     if auth:
-        out += [
-            f"[{name}-auth]",
-            "type = auth",
-            "auth_type = userpass",
-            f"username = {config.username}",
-            f"password = {config.secret}",
-            "",
-        ]
-    out += [
+        out.append(
+            (
+                "auth",
+                [
+                    f"[{name}-auth]",
+                    "type = auth",
+                    "auth_type = userpass",
+                    f"username = {config.username}",
+                    f"password = {config.secret}",
+                ],
+            )
+        )
+    endpoint = [
         f"[{name}]",
         "type = endpoint",
         "context = pbxmesh-none   ; no calls: PUBLISH only",
@@ -170,44 +196,51 @@ def pjsip_conf(config: SipLinkConfig, *, transport: bool = True) -> str:
         "allow = ulaw",
     ]
     if auth:
-        out.append(f"auth = {name}-auth   ; Asterisk challenges pbxmesh's PUBLISH")
-    out += [
-        "",
-        f"[{name}]",
-        "type = identify",
-        f"endpoint = {name}",
-        f"match = {match}",
-        "",
-    ]
+        endpoint.append(f"auth = {name}-auth   ; Asterisk challenges pbxmesh's PUBLISH")
+    out.append(("endpoint", endpoint))
+    out.append(
+        ("identify", [f"[{name}]", "type = identify", f"endpoint = {name}", f"match = {match}"])
+    )
     for suffix, event in (("devicestate", "asterisk-devicestate"), ("mwi", "asterisk-mwi")):
-        out += [
+        publish = [
             f"[{name}-{suffix}]",
             "type = outbound-publish",
             f"server_uri = {server_uri}",
             f"event = {event}",
         ]
         if proto == "tcp":
-            out.append(
+            publish.append(
                 f"transport = {name}-transport-tcp   ; a TCP transport (yours, with --no-transport)"
             )
         if auth:
-            out.append(f"outbound_auth = {name}-auth")
-        out.append("")
-    out += [
-        f"[{inbound}]   ; named by the user part of [asterisk.sip] uri",
-        "type = inbound-publication",
-        f"endpoint = {name}",
-        f"event_asterisk-devicestate = {name}",
-        f"event_asterisk-mwi = {name}",
-        "",
-        f"[{name}]",
-        "type = asterisk-publication",
-        f"devicestate_publish = {name}-devicestate",
-        f"mailboxstate_publish = {name}-mwi",
-        "device_state = yes",
-        "mailbox_state = yes",
-    ]
-    return "\n".join(out) + "\n"
+            publish.append(f"outbound_auth = {name}-auth")
+        out.append(("publish", publish))
+    out.append(
+        (
+            "publish",
+            [
+                f"[{inbound}]   ; named by the user part of [asterisk.sip] uri",
+                "type = inbound-publication",
+                f"endpoint = {name}",
+                f"event_asterisk-devicestate = {name}",
+                f"event_asterisk-mwi = {name}",
+            ],
+        )
+    )
+    out.append(
+        (
+            "publish",
+            [
+                f"[{name}]",
+                "type = asterisk-publication",
+                f"devicestate_publish = {name}-devicestate",
+                f"mailboxstate_publish = {name}-mwi",
+                "device_state = yes",
+                "mailbox_state = yes",
+            ],
+        )
+    )
+    return out
 
 
 def manager_conf(username: str, secret: str, permit: str = "127.0.0.1") -> str:
@@ -220,6 +253,81 @@ def manager_conf(username: str, secret: str, permit: str = "127.0.0.1") -> str:
         "read = call,reporting,command\n"
         "write = call,reporting,command\n"
     )
+
+
+#: Where each kind of pjsip.conf section goes on FreePBX: the custom files its generated
+#: pjsip.conf (or the generated pjsip.<kind>.conf) ``#include``s and never writes itself.
+#: ``pjsip_custom.conf`` is included first, outside any section, and takes the publication
+#: objects, whose types FreePBX does not generate.
+FREEPBX_PJSIP_FILES: Final = {
+    "transport": "pjsip.transports_custom.conf",
+    "auth": "pjsip.auth_custom.conf",
+    "endpoint": "pjsip.endpoint_custom.conf",
+    "identify": "pjsip.identify_custom.conf",
+    "publish": "pjsip_custom.conf",
+}
+
+
+def freepbx_conf(
+    eid: str,
+    sip: SipLinkConfig | None,
+    *,
+    transport: bool = True,
+    modules: tuple[str, ...] = (),
+    manager: str | None = None,
+) -> str:
+    """The same configuration as the plain command, laid out for FreePBX 16/17: each part
+    under a ``; --- /etc/asterisk/<file> ---`` header naming the file it goes into (FreePBX
+    rewrites pjsip.conf, manager.conf and extensions.conf at every ``fwconsole reload``; the
+    custom files they include are the administrator's). ``manager`` is
+    :func:`manager_conf`'s text, when the node has an AMI link."""
+    etc = "/etc/asterisk/"
+    parts = [
+        "; pbxmesh on FreePBX: each part goes into the file its header names (create it, or add\n"
+        "; to it). FreePBX rewrites pjsip.conf, manager.conf and extensions.conf at every\n"
+        "; fwconsole reload and only #includes these custom files. See docs/freepbx.md.\n",
+        f"; --- {etc}asterisk.conf ---\n"
+        "; [options] (FreePBX does not rewrite this file): this server's entity id, the same as\n"
+        "; its pbxmesh node's\n"
+        f"entityid = {eid}\n",
+    ]
+    mods = "\n".join(f";   {m}.so" for m in modules)
+    parts.append(
+        f"; --- {etc}modules.conf ---\n"
+        "; nothing to add: FreePBX loads every module (autoload = yes); none of these may be\n"
+        "; noload'ed (check: asterisk -rx 'module show like publish_asterisk')\n"
+        f"{mods}\n"
+    )
+    if sip is not None:
+        by_file: dict[str, list[list[str]]] = {}
+        for kind, lines in _pjsip_sections(sip, transport=transport):
+            by_file.setdefault(FREEPBX_PJSIP_FILES[kind], []).append(lines)
+        first = True
+        for fname in dict.fromkeys(FREEPBX_PJSIP_FILES.values()):
+            sections = by_file.get(fname)
+            if not sections:
+                continue
+            head = [f"; --- {etc}{fname} ---"]
+            if fname == FREEPBX_PJSIP_FILES["transport"]:
+                head += [
+                    "; leave this file out (--no-transport) when FreePBX's own PJSIP transport",
+                    "; (Asterisk SIP Settings) binds the uri's port: it binds 0.0.0.0 there",
+                ]
+            if first:
+                head += [s.replace("; pjsip.conf:", "; pjsip:", 1) for s in _pjsip_header(sip)]
+                first = False
+            body = "\n\n".join("\n".join(lines) for lines in sections)
+            parts.append("\n".join(head) + "\n" + body + "\n")
+    if manager is not None:
+        account = "".join(
+            line for line in manager.splitlines(keepends=True) if not line.startswith(";")
+        )
+        parts.append(
+            f"; --- {etc}manager_custom.conf ---\n"
+            "; the AMI account of pbxmesh (FreePBX's manager.conf has [general] enabled = yes)\n"
+            f"{account}"
+        )
+    return "\n".join(parts)
 
 
 def _user(uri: str) -> str:
