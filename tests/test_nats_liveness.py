@@ -60,16 +60,23 @@ def test_notices_naming_us_for_the_failure_timeout_say_we_are_unheard_once() -> 
     live = liveness()
     live.peers.heartbeat("b", alive("b"), 0.0, gathering=False)
     names_us = LostNotice(7, 0, "b", (("a", 11),))
-    assert live.notice("b", names_us, 0.0)  # b has just declared us failed
+    again = live.notice("b", names_us, 0.0)  # b has just declared us failed and dropped us:
+    assert again is not None and [m.member_id for m in again.joined] == ["b"]  # announce again
     for t in (1.0, 2.0, 3.0):
         live.peers.seen("b", t)
         live.echoed(t)
-        assert not live.notice("b", names_us, t)
+        assert live.notice("b", names_us, t) is None
     verdict = live.judge(3.0)
     assert verdict == Unheard(("b",))
     assert live.judge(3.0) is None  # the episode is over once said
     # a notice naming an older incarnation of us is not about us
-    assert not live.notice("b", LostNotice(7, 0, "b", (("a", 12),)), 3.5)
+    assert live.notice("b", LostNotice(7, 0, "b", (("a", 12),)), 3.5) is None
+
+
+def test_a_notice_from_a_member_we_lost_too_is_no_view() -> None:
+    live = liveness()
+    assert live.notice("c", LostNotice(7, 0, "c", (("a", 11),)), 1.0) is None
+    assert live.peers.view == 0
 
 
 def test_held_frames_come_after_the_view_that_has_their_sender() -> None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ...errors import ConfigError
 
+if TYPE_CHECKING:
+    from ...config import ClusterConfig
+
 __all__ = ["NatsConfig", "group_subjects", "member_token"]
+
+# the transport's logger: the line an administrator reads stays as it was
+log = logging.getLogger("pbxmesh.transport.nats.transport")
 
 _SAFE: Final = frozenset(string.ascii_letters + string.digits + "_-")
 
@@ -99,6 +106,34 @@ class NatsConfig:
     # Cap on one message in bytes; the effective limit is the smaller of this and the
     # server's max_payload. 0: the server's limit.
     max_message_size: int = 0
+
+    @classmethod
+    def from_cluster(cls, cluster: ClusterConfig, node_name: str) -> NatsConfig:
+        """The settings for ``[cluster]`` of pbxmesh.toml (``transport = "nats"``)."""
+        n = cluster.nats
+        if n.kv_bucket:
+            log.warning(
+                "nats kv_bucket=%s is ignored: late joiners get the state by snapshot exchange "
+                "(see docs/nats.md)",
+                n.kv_bucket,
+            )
+        return cls(
+            name=node_name,
+            group=cluster.group,
+            servers=tuple(n.servers),
+            user=n.user,
+            password=n.password,
+            nkey_seed=n.nkey_seed,
+            creds=n.creds,
+            tls_ca=n.tls_ca,
+            tls_cert=n.tls_cert,
+            tls_key=n.tls_key,
+            heartbeat_interval=n.heartbeat_interval,
+            failure_timeout=n.failure_timeout,
+            # The order of [cluster.nats] servers is the operator's preference: the site's
+            # own (leaf) server first, then the hub's servers as fallbacks.
+            randomize=False,
+        )
 
     def __post_init__(self) -> None:
         member_token(self.name)

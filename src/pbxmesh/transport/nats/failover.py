@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...errors import ConfigError, TransportError
+from ...tasks import cancel_and_wait
 from .config import NatsConfig, group_subjects, member_token
 from .errors import describe
 from .servers import ServerChoice, netloc_of, probe
@@ -67,6 +68,7 @@ class Failover:
         self._denials = 0
         self._refused: set[str] = set()  # servers that refused our credentials since connected
         self._unheard_told = False  # "no other server to move to" said for this episode
+        self._failback: asyncio.Task[None] | None = None
 
     # -- connection ------------------------------------------------------------------------------
     def connect_options(
@@ -226,6 +228,17 @@ class Failover:
             f"hear them (a one-way path: see docs/nats.md); keeping away from it for {hold:.0f} s",
             hold=False,
         )
+
+    def start_failback(self) -> None:
+        """Start :meth:`failback_loop` if there is a server to fail back to."""
+        if self.config.failback_interval > 0 and len(self.config.servers) > 1:
+            self._failback = asyncio.get_running_loop().create_task(
+                self.failback_loop(), name="pbxmesh-nats-failback"
+            )
+
+    async def stop(self) -> None:
+        """Stop failing back (the transport is closing)."""
+        await cancel_and_wait(self._failback)
 
     async def failback_loop(self) -> None:
         """Return to a more preferred server (the site's leaf) once it answers again."""

@@ -87,10 +87,18 @@ class Liveness:
         self.last_echo += seconds
         self.peers.forgive(seconds)
 
-    def notice(self, sender: str, notice: LostNotice, now: float) -> bool:
-        """A lost notice of another member; True if ``sender`` has just declared us failed."""
+    def notice(self, sender: str, notice: LostNotice, now: float) -> MembershipChange | None:
+        """A lost notice of another member. If ``sender`` has just declared us failed (we were
+        frozen, starved or cut off past its failure_timeout) it dropped our states, though we
+        never stopped and saw no change: the view returned reports it joined again, which makes
+        our node announce its state again (``sender`` holds those frames until it hears us
+        again, then applies them). None if we lost ``sender`` too: its return is a join, which
+        announces anyway."""
         names_us = (self.me.member_id, self.instance) in notice.lost
-        return self.unheard.notice(sender, names_us, now)
+        if not self.unheard.notice(sender, names_us, now):
+            return None
+        peer = self.peers.peers.get(sender)
+        return None if peer is None else self.peers.change(joined=(peer.member,))
 
     def lost(self, now: float) -> tuple[tuple[str, int], ...]:
         """The members to name in our next lost notice (see :meth:`PeerTable.lost_notice`)."""

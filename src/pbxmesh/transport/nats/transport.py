@@ -90,7 +90,6 @@ class NatsTransport(Transport):
         self._failover = Failover(
             config, fail=self._fail, closed=lambda: self._closed, link=self._link
         )
-        self._failback: asyncio.Task[None] | None = None
         #: frames of senders not (yet) in our view, held until a view has them
         self._held = HeldFrames()
         #: set when the transport gave up for good; ``fatal_error`` says why
@@ -100,32 +99,7 @@ class NatsTransport(Transport):
     @classmethod
     def from_config(cls, cluster: ClusterConfig, node_name: str) -> NatsTransport:
         """The transport for ``[cluster]`` of pbxmesh.toml (``transport = "nats"``)."""
-        n = cluster.nats
-        if n.kv_bucket:
-            log.warning(
-                "nats kv_bucket=%s is ignored: late joiners get the state by snapshot exchange "
-                "(see docs/nats.md)",
-                n.kv_bucket,
-            )
-        return cls(
-            NatsConfig(
-                name=node_name,
-                group=cluster.group,
-                servers=tuple(n.servers),
-                user=n.user,
-                password=n.password,
-                nkey_seed=n.nkey_seed,
-                creds=n.creds,
-                tls_ca=n.tls_ca,
-                tls_cert=n.tls_cert,
-                tls_key=n.tls_key,
-                heartbeat_interval=n.heartbeat_interval,
-                failure_timeout=n.failure_timeout,
-                # The order of [cluster.nats] servers is the operator's preference: the site's
-                # own (leaf) server first, then the hub's servers as fallbacks.
-                randomize=False,
-            )
-        )
+        return cls(NatsConfig.from_cluster(cluster, node_name))
 
     # -- public API ------------------------------------------------------------------------------
     @property
@@ -199,10 +173,7 @@ class NatsTransport(Transport):
             self._deliver(msg)
         self._joined.set()
         self._ticker = loop.create_task(self._tick(), name="pbxmesh-nats-heartbeat")
-        if self.config.failback_interval > 0 and len(self.config.servers) > 1:
-            self._failback = loop.create_task(
-                self._failover.failback_loop(), name="pbxmesh-nats-failback"
-            )
+        self._failover.start_failback()
         log.info(
             "nats joined group=%s self=%s server=%s members=%d",
             self.config.group,
@@ -241,7 +212,7 @@ class NatsTransport(Transport):
             return
         self._closed = True
         await cancel_and_wait(self._ticker)
-        await cancel_and_wait(self._failback)
+        await self._failover.stop()
         for task in list(self._tasks):
             task.cancel()
         nc = self._nc
@@ -425,8 +396,10 @@ class NatsTransport(Transport):
             if isinstance(hb, LostNotice):
                 if sender != self.self_id:
                     now = asyncio.get_running_loop().time()
-                    if self._live.notice(sender, hb, now):
-                        self._declared_failed_by(sender)
+                    change = self._live.notice(sender, hb, now)
+                    if change is not None:
+                        log.info("nats: %s declared us failed; announcing our state again", sender)
+                        self._report(change)
                 return
             await self._on_heartbeat(sender, hb)
 
@@ -451,17 +424,6 @@ class NatsTransport(Transport):
         if hb.kind is HeartbeatKind.PROBE and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._heartbeat(HeartbeatKind.ALIVE)
-
-    def _declared_failed_by(self, sender: str) -> None:
-        """``sender`` declared us failed (we were frozen, starved or cut off past its
-        failure_timeout) and dropped our states, though we never stopped and saw no change.
-        Reporting it joined again makes the node announce its state again; ``sender`` holds
-        those frames until it hears us again, then applies them."""
-        peer = self._peers.peers.get(sender)
-        if peer is None:
-            return  # we lost it too: its return is a join, which announces anyway
-        log.info("nats: %s declared us failed; announcing our state again", sender)
-        self._report(self._peers.change(joined=(peer.member,)))
 
     # -- outbound events -------------------------------------------------------------------------
     def _deliver(self, event: TransportEvent) -> None:
