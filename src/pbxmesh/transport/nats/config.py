@@ -162,6 +162,9 @@ class NatsConfig:
             raise ConfigError("nats failure_timeout must be more than twice heartbeat_interval")
         if self.echo_timeout and self.echo_timeout <= self.heartbeat_interval:
             raise ConfigError("nats echo_timeout must be more than heartbeat_interval (or 0)")
+        self._check_credentials_and_limits()
+
+    def _check_credentials_and_limits(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("nats tls_cert and tls_key go together (mutual TLS)")
         if self.password is not None and self.user is None:
