@@ -7,18 +7,18 @@ from collections.abc import Iterator
 import pytest
 
 from pbxmesh.errors import ConfigError, TransportClosed, TransportError
-from pbxmesh.transport import _cpg
+from pbxmesh.transport import _csabi
 from pbxmesh.transport.corosync import CorosyncConfig, CorosyncTransport
 
 
 @pytest.fixture
 def no_libcpg(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    _cpg.load.cache_clear()
-    monkeypatch.setitem(_cpg._LIB_NAMES, "cpg", "libcpg-missing-for-test.so.4")
+    _csabi.load.cache_clear()
+    monkeypatch.setitem(_csabi.LIB_NAMES, "cpg", "libcpg-missing-for-test.so.4")
     try:
         yield
     finally:
-        _cpg.load.cache_clear()
+        _csabi.load.cache_clear()
 
 
 async def test_start_without_libcpg_raises_a_clear_transport_error(no_libcpg: None) -> None:
@@ -30,14 +30,14 @@ async def test_start_without_libcpg_raises_a_clear_transport_error(no_libcpg: No
 
 
 def test_cs_errors_map_to_the_exception_tree() -> None:
-    _cpg.check(_cpg.CS_OK, "cpg_join")
-    with pytest.raises(_cpg.CsTryAgain, match=r"cpg_mcast_joined.*CS_ERR_TRY_AGAIN"):
-        _cpg.check(_cpg.CS_ERR_TRY_AGAIN, "cpg_mcast_joined")
+    _csabi.check(_csabi.CS_OK, "cpg_join")
+    with pytest.raises(_csabi.CsTryAgain, match=r"cpg_mcast_joined.*CS_ERR_TRY_AGAIN"):
+        _csabi.check(_csabi.CS_ERR_TRY_AGAIN, "cpg_mcast_joined")
     with pytest.raises(TransportClosed, match="CS_ERR_LIBRARY"):
-        _cpg.check(_cpg.CS_ERR_LIBRARY, "cpg_dispatch")
+        _csabi.check(_csabi.CS_ERR_LIBRARY, "cpg_dispatch")
     with pytest.raises(TransportError, match=r"CS_ERR_EXIST.*already joined"):
-        _cpg.check(_cpg.CS_ERR_EXIST, "cpg_join")
-    assert _cpg.cs_error_name(99) == "cs_error_t(99)"
+        _csabi.check(_csabi.CS_ERR_EXIST, "cpg_join")
+    assert _csabi.cs_error_name(99) == "cs_error_t(99)"
 
 
 @pytest.mark.parametrize(

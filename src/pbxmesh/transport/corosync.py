@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError, TransportClosed, TransportError
 from ..tasks import cancel_and_wait
-from . import _cpg
+from . import _cpg, _csabi
 from .base import (
     END,
     LinkState,
@@ -99,7 +99,7 @@ class CorosyncConfig:
 
     def __post_init__(self) -> None:
         raw = self.group.encode()
-        if not 1 <= len(raw) <= _cpg.CPG_MAX_NAME_LENGTH:
+        if not 1 <= len(raw) <= _csabi.CPG_MAX_NAME_LENGTH:
             raise ConfigError(f"corosync group must be 1..128 bytes of UTF-8, got {self.group!r}")
         for key in ("reconnect_interval", "send_retry_delay", "start_timeout", "leave_timeout"):
             if getattr(self, key) <= 0:
@@ -165,7 +165,7 @@ class CorosyncTransport(Transport):
             raise TransportClosed("corosync transport is closed")
         if self._started:
             return
-        _cpg.load()  # TransportError naming the missing library
+        _csabi.load()  # TransportError naming the missing library
         self._started = True
         deadline = asyncio.get_running_loop().time() + self.config.start_timeout
         try:
@@ -202,10 +202,10 @@ class CorosyncTransport(Transport):
                 try:
                     conn.cpg.mcast(data)
                     return
-                except _cpg.CsTryAgain:
+                except _csabi.CsTryAgain:
                     await asyncio.sleep(delay)
                     delay = min(2 * delay, self.config.send_retry_max_delay)
-                except _cpg.CsGone as exc:
+                except _csabi.CsGone as exc:
                     self._lost(conn, str(exc))
 
     def events(self) -> AsyncIterator[TransportEvent]:
@@ -238,15 +238,15 @@ class CorosyncTransport(Transport):
         try:
             self._nodeid = cpg.local_nodeid()
             self.self_id = f"{self._nodeid}:{self._pid}"
-            with contextlib.suppress(_cpg.CsError):
+            with contextlib.suppress(_csabi.CsError):
                 self._max_message = cpg.max_atomic_msgsize()
             self._nodes = self._read_nodelist()
             try:
                 quorum = _cpg.QuorumHandle(self._on_quorum)
                 self._quorate = quorum.quorate()
-            except _cpg.CsGone:
+            except _csabi.CsGone:
                 raise
-            except _cpg.CsError as exc:  # no quorum service: behave as always quorate
+            except _csabi.CsError as exc:  # no quorum service: behave as always quorate
                 log.warning("corosync quorum unavailable, assuming quorate: %s", exc)
                 self._quorate = True
             delay = self.config.send_retry_delay
@@ -254,7 +254,7 @@ class CorosyncTransport(Transport):
                 try:
                     cpg.join()
                     break
-                except _cpg.CsTryAgain:
+                except _csabi.CsTryAgain:
                     if deadline is None or loop.time() + delay > deadline:
                         raise
                     await asyncio.sleep(delay)
@@ -274,7 +274,7 @@ class CorosyncTransport(Transport):
         try:
             with _cpg.CmapHandle() as cmap:
                 return cmap.nodelist()
-        except _cpg.CsError as exc:
+        except _csabi.CsError as exc:
             log.warning("corosync node list unavailable: %s", exc)
             return {}
 
@@ -284,7 +284,7 @@ class CorosyncTransport(Transport):
         self._batch = []
         try:
             handle.dispatch()
-        except _cpg.CsGone as exc:
+        except _csabi.CsGone as exc:
             self._flush_batch()
             self._lost(conn, str(exc))
         except TransportError as exc:
@@ -392,7 +392,7 @@ class CorosyncTransport(Transport):
             left=tuple(self._member(a.nodeid, a.pid) for a in left),
             view=self._ring_seq,
             quorate=self._quorate,
-            clean=tuple(a.reason == _cpg.REASON_LEAVE for a in left),
+            clean=tuple(a.reason == _csabi.REASON_LEAVE for a in left),
         )
         log.info(
             "corosync membership group=%s view=%d members=%d joined=%s left=%s quorate=%s",

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ...errors import ConfigError
 
+if TYPE_CHECKING:
+    from ...config import ClusterConfig
+
 __all__ = ["NatsConfig", "group_subjects", "member_token"]
+
+# the transport's logger: the line an administrator reads stays as it was
+log = logging.getLogger("pbxmesh.transport.nats.transport")
 
 _SAFE: Final = frozenset(string.ascii_letters + string.digits + "_-")
 
@@ -100,6 +107,34 @@ class NatsConfig:
     # server's max_payload. 0: the server's limit.
     max_message_size: int = 0
 
+    @classmethod
+    def from_cluster(cls, cluster: ClusterConfig, node_name: str) -> NatsConfig:
+        """The settings for ``[cluster]`` of pbxmesh.toml (``transport = "nats"``)."""
+        n = cluster.nats
+        if n.kv_bucket:
+            log.warning(
+                "nats kv_bucket=%s is ignored: late joiners get the state by snapshot exchange "
+                "(see docs/nats.md)",
+                n.kv_bucket,
+            )
+        return cls(
+            name=node_name,
+            group=cluster.group,
+            servers=tuple(n.servers),
+            user=n.user,
+            password=n.password,
+            nkey_seed=n.nkey_seed,
+            creds=n.creds,
+            tls_ca=n.tls_ca,
+            tls_cert=n.tls_cert,
+            tls_key=n.tls_key,
+            heartbeat_interval=n.heartbeat_interval,
+            failure_timeout=n.failure_timeout,
+            # The order of [cluster.nats] servers is the operator's preference: the site's
+            # own (leaf) server first, then the hub's servers as fallbacks.
+            randomize=False,
+        )
+
     def __post_init__(self) -> None:
         member_token(self.name)
         if len(self.name.encode()) > 255:
@@ -127,6 +162,9 @@ class NatsConfig:
             raise ConfigError("nats failure_timeout must be more than twice heartbeat_interval")
         if self.echo_timeout and self.echo_timeout <= self.heartbeat_interval:
             raise ConfigError("nats echo_timeout must be more than heartbeat_interval (or 0)")
+        self._check_credentials_and_limits()
+
+    def _check_credentials_and_limits(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("nats tls_cert and tls_key go together (mutual TLS)")
         if self.password is not None and self.user is None:

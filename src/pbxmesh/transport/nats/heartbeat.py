@@ -1,6 +1,6 @@
 """Heartbeats (a sans-IO codec) and the table of members they keep alive.
 
-The module docstring of ``transport.py`` explains kinds, instances, epochs and views; this
+The package docstring (``__init__.py``) explains kinds, instances, epochs and views; this
 module holds the parts that need no connection: the wire format of a heartbeat and of a
 *lost notice*, the :class:`PeerTable`, which turns heartbeats, frames and silence into
 membership changes (and remembers whom it lost), and the :class:`UnheardWatch`, which tells a
