@@ -6,7 +6,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.harness.fixtures", "tests.harness.nats_fixtures"]
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.leaks", "tests.harness.nats_fixtures"]
 
 # Timing health checks and deadlines measure the machine, not the code: the CI host is shared.
 settings.register_profile(
