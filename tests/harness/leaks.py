@@ -7,7 +7,13 @@ likes: its ``ResourceWarning`` then lands in whatever test happens to be running
 another file, and only in some orderings of the suite (the leak of a fixture that skipped on
 a machine without Asterisk surfaced in an unrelated SIP test). So after every test's teardown,
 module- and session-scoped fixtures' teardowns included, this plugin runs the collector and
-turns every ``ResourceWarning`` it sets off into an error in that test's teardown.
+turns every ``ResourceWarning`` it sets off into an error in that test's teardown. (What
+reference counting frees while a test runs is reported by pytest itself, in that test.)
+
+An asyncio transport's ``__del__`` warns before it closes its socket; with warnings as
+errors, the exception's frame keeps the transport, and so the socket, alive, and the socket's
+own warning would come in a later test. Both hooks, ours and pytest's, therefore clear the
+frames of what they report.
 
 Cost: once collection is over, everything alive is frozen (:func:`gc.freeze`: modules,
 classes, collected test items), so each collection after a test looks only at what tests
@@ -21,27 +27,52 @@ the test's own code).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import linecache
 import sys
+import sysconfig
+import traceback
 import tracemalloc
 import types
-from collections.abc import Generator
-from pathlib import Path
+from collections.abc import Callable, Generator
 
 import pytest
 
 __all__ = ["collect_leaks"]
 
-REPO = str(Path(__file__).resolve().parents[2])
+
+_STDLIB = sysconfig.get_paths()["stdlib"]
+
+
+def _ours(filename: str) -> bool:
+    return not (filename.startswith(("<", _STDLIB)) or "/site-packages/" in filename)
 
 
 def _allocated_at(obj: object) -> str | None:
-    """Where ``obj`` was allocated: the project's frames and the innermost one."""
+    """Where ``obj`` was allocated: the frames outside the standard library and installed
+    packages (the test's and the project's), and the innermost one."""
     tb = tracemalloc.get_object_traceback(obj)
     if tb is None:
         return None
-    frames = [f for f in tb if f.filename.startswith(REPO)] + [tb[-1]]
-    return "\n".join(tracemalloc.Traceback(tuple(frames)).format())
+    frames = [f for f in tb if _ours(f.filename)]
+    if not frames or frames[-1] != tb[-1]:
+        frames.append(tb[-1])
+    lines = []
+    for f in frames:
+        lines.append(f'  File "{f.filename}", line {f.lineno}')
+        if source := linecache.getline(f.filename, f.lineno).strip():
+            lines.append(f"    {source}")
+    return "\n".join(lines)
+
+
+def _forget_frames(exc: BaseException | None) -> None:
+    """Drop the locals of the frames in ``exc``'s traceback. A ResourceWarning raised in a
+    ``__del__`` holds that frame, and so ``self``: an unclosed asyncio transport would stay
+    alive with its socket, whose own warning would then come in a later test."""
+    if exc is not None and exc.__traceback__ is not None:
+        with contextlib.suppress(RuntimeError):  # a frame still running keeps its locals
+            traceback.clear_frames(exc.__traceback__)
 
 
 def _describe(args: sys.UnraisableHookArgs) -> BaseException:
@@ -59,18 +90,52 @@ def _describe(args: sys.UnraisableHookArgs) -> BaseException:
     return exc
 
 
+def _collecting(found: list[BaseException]) -> Callable[[sys.UnraisableHookArgs], None]:
+    def hook(args: sys.UnraisableHookArgs) -> None:
+        # The report is built here: the object is only alive while the hook runs.
+        try:
+            found.append(_describe(args))
+        except Exception as exc:  # a leak must never go unreported for a bug in the report
+            found.append(args.exc_value or exc)
+        _forget_frames(args.exc_value)
+
+    return hook
+
+
 def collect_leaks() -> list[BaseException]:
     """Run the garbage collector; return what it reported as unraisable (ResourceWarnings,
-    with ``filterwarnings = error``), each with a note on where its object was allocated."""
+    with ``filterwarnings = error``), each with a note on where its object was allocated.
+    A pass that freed something unclosed may have freed what holds another (a transport its
+    socket): then one more pass, a few at most."""
     found: list[BaseException] = []
     previous = sys.unraisablehook
-    # The report is built inside the hook: the object is only alive while the hook runs.
-    sys.unraisablehook = lambda args: found.append(_describe(args))
+    sys.unraisablehook = _collecting(found)
     try:
-        gc.collect()
+        for _ in range(4):
+            before = len(found)
+            gc.collect()
+            if len(found) == before:
+                break
     finally:
         sys.unraisablehook = previous
     return found
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's unraisableexception plugin set its hook
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's own hook reports what is freed while a test runs (reference counting frees
+    # most objects at once); wrapped so that such a report, too, lets go of the frames that
+    # hold the object and what it owns.
+    pytests = sys.unraisablehook
+
+    def hook(args: sys.UnraisableHookArgs) -> None:
+        try:
+            pytests(args)
+        finally:
+            _forget_frames(args.exc_value)
+
+    sys.unraisablehook = hook
+    config.add_cleanup(lambda: setattr(sys, "unraisablehook", pytests))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -79,13 +144,28 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, pytest.skip.Exception):
+        # A session fixture that skips keeps its exception for every later test that asks
+        # for it, and with it the frames of the first asker: a fixture that opened something
+        # before it asked would have it freed, and reported, in some later test.
+        _forget_frames(call.excinfo.value)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     # A wrapper, so this runs after every fixture of the test has been torn down (the runner
     # tears down fixtures of wider scope in the teardown of the last test that uses them).
-    result = yield
-    leaks = collect_leaks()
-    if len(leaks) == 1:
-        raise leaks[0]
-    if leaks:
-        raise BaseExceptionGroup(f"{len(leaks)} objects leaked by {item.nodeid}", leaks)
-    return result
+    try:
+        return (yield)
+    finally:
+        # Also when the teardown failed: the leak is reported with that error as its context.
+        leaks = collect_leaks()
+        if len(leaks) == 1:
+            raise leaks[0]
+        if leaks:
+            raise BaseExceptionGroup(f"{len(leaks)} objects leaked by {item.nodeid}", leaks)
