@@ -1,11 +1,16 @@
 """A socket or transport a test leaves open fails that test, not a later one
-(tests/harness/leaks.py). Run in a pytest of its own (pytester), as the suite runs."""
+(tests/harness/leaks.py), shown by running pytest on leaky tests (pytester); and the helpers
+that start servers close what they opened when a start fails."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
+
+from tests.harness.asterisk import eid_of
+from tests.sip_helpers import SimSipAsterisk
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,3 +118,16 @@ def test_a_fixture_that_skips_with_a_socket_open_fails_each_test(inner: pytest.P
     result.stdout.fnmatch_lines(
         ["ERROR test_leaky.py::test_first - *", "ERROR test_leaky.py::test_second - *"]
     )
+
+
+async def test_the_sip_simulator_closes_its_ami_server_when_its_sip_port_is_taken(
+    tmp_path: Path,
+) -> None:
+    # free_port() only names a port that was free: on a busy machine another process may bind
+    # it before the simulator does, and the failed start must not leak the AMI server too.
+    ast = SimSipAsterisk(tmp_path, eid_of(1), "sip:pbxmesh@127.0.0.1:9")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", ast.sip_port))
+        with pytest.raises(OSError):
+            await ast.start()
+    assert ast.sim is None
