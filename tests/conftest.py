@@ -6,7 +6,12 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.harness.fixtures", "tests.harness.nats_fixtures"]
+pytest_plugins = [
+    "pytester",  # tests/test_leaks.py runs a pytest of its own
+    "tests.harness.fixtures",
+    "tests.harness.leaks",
+    "tests.harness.nats_fixtures",
+]
 
 # Timing health checks and deadlines measure the machine, not the code: the CI host is shared.
 settings.register_profile(

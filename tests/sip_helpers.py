@@ -150,7 +150,12 @@ class SimSipAsterisk(SipAsterisk):
         server = SimServer(pbx, AMI_USER, AMI_SECRET)
         await server.start("127.0.0.1", self.ami_port)
         sip = SimSip(pbx, self.eid, ("127.0.0.1", self.sip_port), self.peer)
-        await sip.start()
+        try:
+            await sip.start()
+        except BaseException:  # e.g. its free port taken meanwhile: close what did start
+            await sip.close()
+            await server.close()
+            raise
         self.sim = (server, sip)
 
     async def _stop(self) -> None:

@@ -93,8 +93,10 @@ class SimSip:
         ):
             if cb in listeners:
                 listeners.remove(cb)  # type: ignore[arg-type]
-        await self.driver.close()
-        await self.endpoint.close()
+        try:
+            await self.driver.close()
+        finally:
+            await self.endpoint.close()
 
     # -- outbound ----------------------------------------------------------------------------
 
