@@ -26,7 +26,7 @@ from ..store import (
     check_device_name,
     normalize_mailbox,
 )
-from ..wire.frame import DeviceItem, MwiItem, PresenceItem
+from ..wire.frame import DeviceItem, Item, MwiItem, PresenceItem
 from .state import NodeState
 
 __all__ = ["NodeAssertions"]
@@ -295,19 +295,11 @@ class NodeAssertions(NodeState):
         log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
         return withdrawn
 
-    def refused_by_grant(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
+    def refused_by_grant(self, item: Item) -> str | None:
         """Why the others would drop ``item`` from us (our grant in [security.peers]); a link
         that offers it is told once per device or mailbox in the log, and it is not sent."""
         reason = self.guard.refuses(item) if self.guard is not None else None
-        if reason is not None:
-            key = (
-                item.device
-                if isinstance(item, DeviceItem)
-                else item.mailbox
-                if isinstance(item, MwiItem)
-                else item.presentity
-            )
-            if ("grant", key) not in self._warned:
-                self._warned.add(("grant", key))
-                log.warning("not shared: %s", reason)
+        if reason is not None and ("grant", item.name) not in self._warned:
+            self._warned.add(("grant", item.name))
+            log.warning("not shared: %s", reason)
         return reason

@@ -61,9 +61,9 @@ from ..store import (
 from ..tasks import cancel_and_wait
 from ..transport.base import LinkState, MembershipChange, Message, Transport
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
+from ..wire.frame import DeviceItem, Frame, FrameType, Item, ItemKind, MwiItem, PresenceItem
 from .assertions import NodeAssertions
-from .config import ChannelConfig, NodeConfig
+from .config import EVENT_TYPE_OF, ChannelConfig, NodeConfig
 from .fanout import Fanout, NodeListener
 from .guard import FrameGuard
 from .membership import Membership
@@ -309,19 +309,11 @@ class Node(NodeAssertions, NodeReading):
             if len(items) < len(f.items):
                 kept = set(items)
                 denied = [i for i in f.items if i not in kept]
-                first = denied[0]
-                what = (
-                    first.device
-                    if isinstance(first, DeviceItem)
-                    else first.mailbox
-                    if isinstance(first, MwiItem)
-                    else first.presentity
-                )
                 self._reject(
                     "unauthorised",
                     f.name or str(f.origin),
-                    f"node {f.name!r} may not assert {what!r} ({len(denied)} item(s) dropped); "
-                    "grant it in [security.peers]",
+                    f"node {f.name!r} may not assert {denied[0].name!r} "
+                    f"({len(denied)} item(s) dropped); grant it in [security.peers]",
                     n=len(denied),
                 )
         self.clock.observe(f.seq)
@@ -352,42 +344,33 @@ class Node(NodeAssertions, NodeReading):
         ch = self._channels.get(channel)
         return ch is not None and kind in ch.subscribe
 
-    def _apply_items(
-        self, origin: EID, channel: str, items: Iterable[DeviceItem | MwiItem | PresenceItem]
-    ) -> None:
-        want_dev = self._subscribes(channel, "device_state")
-        want_mwi = self._subscribes(channel, "mwi")
-        want_presence = self._subscribes(channel, "presence_state")
+    def _apply_items(self, origin: EID, channel: str, items: Iterable[Item]) -> None:
+        wanted = {kind: self._subscribes(channel, EVENT_TYPE_OF[kind]) for kind in ItemKind}
         touched: list[str] = []
         n = 0
         for item in items:
-            if type(item) is DeviceItem:
-                if not want_dev:
-                    continue
-                n += 1
-                change = self.devices.apply(origin, item.device, item.state, item.version)
-                touched.append(item.device)
-                if change is not None:
-                    self._fanout.device(change)
-            elif isinstance(item, MwiItem) and want_mwi:
-                n += 1
-                mchange = self.mwi.apply(origin, item.mailbox, item.new, item.old, item.version)
-                if mchange is not None:
-                    self.stats.mwi_changes += 1
-                    self._fanout.mwi(mchange)
-            elif isinstance(item, PresenceItem) and want_presence:
-                n += 1
-                pchange = self.presence.apply(
-                    origin,
-                    item.presentity,
-                    PresenceState(item.state),
-                    item.subtype,
-                    item.message,
-                    item.version,
-                )
-                if pchange is not None:
-                    self.stats.presence_changes += 1
-                    self._fanout.presence(pchange)
+            if not wanted[item.kind]:
+                continue
+            n += 1
+            match item:
+                case DeviceItem(device, state, version):
+                    change = self.devices.apply(origin, device, state, version)
+                    touched.append(device)
+                    if change is not None:
+                        self._fanout.device(change)
+                case MwiItem(mailbox, new, old, version):
+                    mchange = self.mwi.apply(origin, mailbox, new, old, version)
+                    if mchange is not None:
+                        self.stats.mwi_changes += 1
+                        self._fanout.mwi(mchange)
+                case PresenceItem(presentity, state, subtype, message, version):
+                    pstate = PresenceState(state)
+                    pchange = self.presence.apply(
+                        origin, presentity, pstate, subtype, message, version
+                    )
+                    if pchange is not None:
+                        self.stats.presence_changes += 1
+                        self._fanout.presence(pchange)
         if n:
             count(self.stats.changes_in, channel, n)  # n > 0 only for a channel we have
         self._fanout.touched(origin, touched)
@@ -398,7 +381,7 @@ class Node(NodeAssertions, NodeReading):
         channel: str,
         as_of: int,
         kinds: int,
-        items: list[DeviceItem | MwiItem | PresenceItem],
+        items: list[Item],
     ) -> None:
         self.stats.snapshots_merged += 1
         if kinds & wire.SNAP_DEVICES and self._subscribes(channel, "device_state"):
@@ -409,7 +392,7 @@ class Node(NodeAssertions, NodeReading):
             self._fanout.touched(origin, before | {e[0] for e in entries})
             count(self.stats.changes_in, channel, len(entries))
         # MWI and presence are last-writer-wins: a snapshot's items are applied as changes.
-        lww = [i for i in items if isinstance(i, MwiItem | PresenceItem)]
+        lww = [i for i in items if i.kind is not ItemKind.DEVICE]
         if lww:
             self._apply_items(origin, channel, lww)
         if self._resync_started:

@@ -26,13 +26,11 @@ from ..eid import EID
 from ..presence import PresenceStore
 from ..store import DeviceStore, MwiStore
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
+from ..wire.frame import DeviceItem, Frame, FrameType, Item, MwiItem, PresenceItem
 from .config import ChannelConfig
 from .outbound import Outbound
 
 __all__ = ["SnapshotGatherer", "send_snapshots"]
-
-Item = DeviceItem | MwiItem | PresenceItem
 
 
 async def send_snapshots(
