@@ -38,7 +38,6 @@ from .fanout import Fanout
 from .guard import FrameGuard
 from .outbound import Outbound
 from .parts import OwnParts
-from .stats import NodeStats
 
 __all__ = ["OwnAssertions"]
 
@@ -55,7 +54,6 @@ class OwnAssertions:
         devices: DeviceStore,
         mwi: MwiStore,
         presence: PresenceStore,
-        stats: NodeStats,
         fanout: Fanout,
         out: Outbound,
         guard: FrameGuard | None,
@@ -66,7 +64,6 @@ class OwnAssertions:
         self.devices = devices
         self.mwi = mwi
         self.presence = presence
-        self._stats = stats
         self._fanout = fanout
         self._out = out
         self._guard = guard
@@ -315,7 +312,6 @@ class OwnAssertions:
         self.own_changes += 1
         self._out.enqueue(PresenceItem(presentity, int(state), subtype, message, version))
         if change is not None:
-            self._stats.presence_changes += 1
             self._fanout.presence(change)
         return change
 

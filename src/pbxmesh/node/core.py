@@ -97,7 +97,7 @@ class Node:
         self.mwi = mwi = MwiStore()
         self.presence = presence = PresenceStore()
         self.stats = stats = NodeStats()
-        self._fanout = fanout = Fanout(devices, eid)
+        self._fanout = fanout = Fanout(devices, eid, stats)
         #: listeners of the cluster's changes (append to it); see :class:`NodeListener`
         self.listeners: list[NodeListener] = fanout.listeners
         self._channels = {c.name: c for c in config.channels}
@@ -107,7 +107,7 @@ class Node:
         self._catch_up = CatchUp()
         #: the one writer of this node's own slots, and the one writer of the others'
         self.own = OwnAssertions(
-            eid, clock, devices, mwi, presence, stats, fanout, out, guard, self._announce
+            eid, clock, devices, mwi, presence, fanout, out, guard, self._announce
         )
         self._remote = RemoteWrites(eid, devices, mwi, presence, stats, fanout, config.channels)
         #: the one read view (links, the control API and metrics read the node here)

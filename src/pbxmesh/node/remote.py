@@ -78,7 +78,6 @@ class RemoteWrites:
                 case MwiItem(mailbox, new, old, version):
                     mchange = self.mwi.apply(origin, mailbox, new, old, version)
                     if mchange is not None:
-                        self._stats.mwi_changes += 1
                         self._fanout.mwi(mchange)
                 case PresenceItem(presentity, state, subtype, message, version):
                     pstate = PresenceState(state)
@@ -86,7 +85,6 @@ class RemoteWrites:
                         origin, presentity, pstate, subtype, message, version
                     )
                     if pchange is not None:
-                        self._stats.presence_changes += 1
                         self._fanout.presence(pchange)
         if n:
             count(self._stats.changes_in, channel, n)  # n > 0 only for a channel we have
