@@ -267,23 +267,9 @@ class Node:
                     "every node needs its own (delete one node's state_dir/eid)",
                 )
             return
-        items = f.items
-        if self.guard is not None:
-            try:
-                items = self.guard.check(f, data)
-            except SecurityError as exc:
-                self._reject(exc.reason, f.name or str(f.origin), str(exc))
-                return
-            if len(items) < len(f.items):
-                kept = set(items)
-                denied = [i for i in f.items if i not in kept]
-                self._reject(
-                    "unauthorised",
-                    f.name or str(f.origin),
-                    f"node {f.name!r} may not assert {denied[0].name!r} "
-                    f"({len(denied)} item(s) dropped); grant it in [security.peers]",
-                    n=len(denied),
-                )
+        items = self._guarded(f, data)
+        if items is None:
+            return
         self.clock.observe(f.seq)
         # Channels we do not have are counted together: a peer cannot grow our labels.
         count(self.stats.frames_in, f.channel if f.channel in self._channels else "-")
@@ -292,6 +278,9 @@ class Node:
             self.latency_observer(max(0.0, lag))
         if self._membership.learn(sender, f.origin, f.name):
             self._notify_members()
+        self._dispatch(sender, f, items)
+
+    def _dispatch(self, sender: str, f: Frame, items: tuple[Item, ...]) -> None:
         match f.type:
             case FrameType.CHANGES:
                 self._remote.apply(f.origin, f.channel, items)
@@ -307,6 +296,27 @@ class Node:
                 self._announce()
             case FrameType.HEARTBEAT:
                 pass
+
+    def _guarded(self, f: Frame, data: bytes) -> tuple[Item, ...] | None:
+        """The items of ``f`` the guard lets through (None: the frame is rejected)."""
+        if self.guard is None:
+            return f.items
+        try:
+            items = self.guard.check(f, data)
+        except SecurityError as exc:
+            self._reject(exc.reason, f.name or str(f.origin), str(exc))
+            return None
+        if len(items) < len(f.items):
+            kept = set(items)
+            denied = [i for i in f.items if i not in kept]
+            self._reject(
+                "unauthorised",
+                f.name or str(f.origin),
+                f"node {f.name!r} may not assert {denied[0].name!r} "
+                f"({len(denied)} item(s) dropped); grant it in [security.peers]",
+                n=len(denied),
+            )
+        return items
 
     def revoke(self) -> int:
         """Drop every device state another origin holds that the guard no longer lets it
@@ -372,17 +382,11 @@ class Node:
 
     # -- this node's own assertions (OwnAssertions) --------------------------------------------
     @property
-    def own_changes(self) -> int:
-        """Counts this node's own assertions, so a saver knows when to write them."""
+    def own_changes(self) -> int:  # for a saver: when to write the own state
         return self.own.own_changes
 
     @property
-    def kept(self) -> set[tuple[int, str]]:
-        return self.own.kept
-
-    @property
-    def kept_changed(self) -> asyncio.Event:
-        """Set when a kept assertion is made, so it is saved at once."""
+    def kept_changed(self) -> asyncio.Event:  # set: save the own state at once
         return self.own.kept_changed
 
     def restore(
@@ -443,13 +447,7 @@ class Node:
     def withdraw_reported(self) -> int:
         return self.own.withdraw_reported()
 
-    def refused_by_grant(self, item: Item) -> str | None:
-        return self.own.refused_by_grant(item)
-
     # -- reads (ReadView) ----------------------------------------------------------------------
-    def knows_origin(self, eid: EID) -> bool:
-        return self.reads.knows_origin(eid)
-
     def remote_state(self, device: str) -> DeviceState:
         return self.reads.remote_state(device)
 
