@@ -257,3 +257,23 @@ async def test_a_joining_node_is_caught_up_once_every_members_snapshot_is_in(tri
         assert await alone.wait_caught_up(0.0)
     finally:
         await alone.close()
+
+
+async def test_mailbox_and_presence_changes_are_counted_once_whatever_their_origin(trio) -> None:
+    # The saver (daemon) and /metrics read these counters: a change of our own counts as
+    # much as one from another node, and each change counts once on every node.
+    _, (a, b, c) = trio
+    a.publish_mwi("1000@default", 2, 0)
+    b.publish_presence("CustomPresence:alice", PresenceState.DND, "", "back at 3")
+    await wait_for(
+        lambda: (
+            c.mwi.get("1000@default") is not None
+            and c.presence.get("CustomPresence:alice") is not None
+        )
+    )
+    await wait_for(lambda: a.presence.get("CustomPresence:alice") is not None)
+    await wait_for(lambda: b.mwi.get("1000@default") is not None)
+    for n in (a, b, c):
+        assert (n.stats.mwi_changes, n.stats.presence_changes) == (1, 1), n.config.name
+    assert a.publish_mwi("1000@default", 2, 0) is None  # the same counts: no change
+    assert a.stats.mwi_changes == 1

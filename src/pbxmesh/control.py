@@ -194,16 +194,16 @@ class ControlServer:
             "name": node.config.name,
             "eid": str(node.eid),
             "transport": node.transport.kind,
-            "link_up": node.stats.link_up,
+            "link_up": node.reads.stats.link_up,
             "quorate": node.quorate,
             "view": node.view,
             "members": len(node.members()),
-            "devices": len(node.devices),
-            "mailboxes": len(node.mwi),
-            "presentities": len(node.presence),
+            "devices": node.reads.device_count,
+            "mailboxes": node.reads.mailbox_count,
+            "presentities": node.reads.presentity_count,
             "queue_depth": node.queue_depth,
-            "resyncs": node.stats.resyncs,
-            "rejected": dict(node.stats.rejected),
+            "resyncs": node.reads.stats.resyncs,
+            "rejected": dict(node.reads.stats.rejected),
             "uptime_seconds": round(time.time() - self._started, 1),
             "asterisk": self._asterisk_json(),
             "links": [dataclasses.asdict(link.status()) for link in self.links()],
@@ -342,7 +342,7 @@ class ControlServer:
         state = parse_presence(state_text)
         self._check_grant(PresenceItem(check_presentity(name), int(state), subtype, message, 0))
         self.node.publish_presence(name, state, subtype, message, keep=True)
-        record = self.node.presence.get(check_presentity(name))
+        record = self.node.reads.presentity(check_presentity(name))
         assert record is not None  # just written (or older than what is there, then that)
         return web.json_response(self._presence_json(record), status=202)
 
@@ -390,7 +390,7 @@ class ControlServer:
             self._mark(("members", ""))
 
     def _device_event(self, device: str) -> dict[str, Any]:
-        state = self.node.devices.cluster_state(device)
+        state = self.node.reads.cluster_state(device)
         if state is None:
             return {"device": device, "state": "UNKNOWN", "origins": {}, "removed": True}
         body = device_json(device, state, self.node.device_origins(device))
@@ -398,7 +398,7 @@ class ControlServer:
         return body
 
     def _mwi_event(self, mailbox: str) -> dict[str, Any]:
-        r = self.node.mwi.get(mailbox)
+        r = self.node.reads.mailbox(mailbox)
         if r is None:
             return {"mailbox": mailbox, "removed": True}
         return {
@@ -423,7 +423,7 @@ class ControlServer:
         if kind == "mwi":
             return _sse(kind, self._mwi_event(name))
         if kind == "presence":
-            record = self.node.presence.get(name)
+            record = self.node.reads.presentity(name)
             body = self._presence_json(record) if record else {"presentity": name, "removed": True}
             return _sse(kind, body)
         return _sse("members", self._members_event())
@@ -444,12 +444,12 @@ class ControlServer:
         return {
             "rate": self.rate.value(),
             "last_second": self.rate.last_second(),
-            "link_up": node.stats.link_up,
+            "link_up": node.reads.stats.link_up,
             "quorate": node.quorate,
             "view": node.view,
-            "devices": len(node.devices),
-            "mailboxes": len(node.mwi),
-            "presentities": len(node.presence),
+            "devices": node.reads.device_count,
+            "mailboxes": node.reads.mailbox_count,
+            "presentities": node.reads.presentity_count,
             "queue_depth": node.queue_depth,
             "asterisk": self._asterisk_json(),
         }

@@ -63,7 +63,7 @@ class Metrics(Collector):
 
     def collect(self) -> Iterator[Any]:
         node = self.node
-        stats = node.stats
+        stats = node.reads.stats
         kind = node.transport.kind
         yield InfoMetricFamily(
             "pbxmesh_node",
@@ -128,11 +128,13 @@ class Metrics(Collector):
             value=stats.link_changes // 2,  # each reconnect is one down and one up
         )
         yield GaugeMetricFamily(
-            "pbxmesh_devices", "Devices with a cluster value", value=len(node.devices)
+            "pbxmesh_devices", "Devices with a cluster value", value=node.reads.device_count
         )
-        yield GaugeMetricFamily("pbxmesh_mailboxes", "Mailboxes known", value=len(node.mwi))
         yield GaugeMetricFamily(
-            "pbxmesh_presentities", "Presentities known", value=len(node.presence)
+            "pbxmesh_mailboxes", "Mailboxes known", value=node.reads.mailbox_count
+        )
+        yield GaugeMetricFamily(
+            "pbxmesh_presentities", "Presentities known", value=node.reads.presentity_count
         )
         yield CounterMetricFamily(
             "pbxmesh_presence_changes",

@@ -38,7 +38,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .eid import EID
 from .errors import ConfigError, SecurityError, StateError
 from .files import atomic_write
-from .wire.frame import SIGNATURE_SIZE, DeviceItem, Frame, MwiItem, PresenceItem, signed_part
+from .wire.frame import SIGNATURE_SIZE, Frame, Item, ItemKind, signed_part
 
 if TYPE_CHECKING:
     from .config import SecurityConfig
@@ -136,23 +136,32 @@ class Peer:
     devices: tuple[str, ...]
     mailboxes: tuple[str, ...]
     presentities: tuple[str, ...] = ()
-    _device_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _mailbox_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _presence_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _grant_re: dict[ItemKind, re.Pattern[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # One compiled alternation per grant: checking an item is one regex match.
-        object.__setattr__(self, "_device_re", _compile(self.devices))
-        object.__setattr__(self, "_mailbox_re", _compile(self.mailboxes))
-        object.__setattr__(self, "_presence_re", _compile(self.presentities))
+        grants = {kind: _compile(self.granted(kind)) for kind in ItemKind}
+        object.__setattr__(self, "_grant_re", grants)
 
-    def may_assert(self, item: DeviceItem | MwiItem | PresenceItem) -> bool:
-        if type(item) is DeviceItem:
-            return self._device_re.match(item.device) is not None
-        if type(item) is MwiItem:
-            return self._mailbox_re.match(item.mailbox) is not None
-        assert isinstance(item, PresenceItem)
-        return self._presence_re.match(item.presentity) is not None
+    def granted(self, kind: ItemKind) -> tuple[str, ...]:
+        """The patterns of the names of ``kind`` this node may assert."""
+        grants = {
+            ItemKind.DEVICE: self.devices,
+            ItemKind.MWI: self.mailboxes,
+            ItemKind.PRESENCE: self.presentities,
+        }
+        return grants[kind]
+
+    def may_assert(self, item: Item) -> bool:
+        return self._grant_re[item.kind].match(item.name) is not None
+
+
+#: the key of [security.peers.NAME] that grants each item kind
+_GRANT_KEYS: Final = {
+    ItemKind.DEVICE: "devices",
+    ItemKind.MWI: "mailboxes",
+    ItemKind.PRESENCE: "presentities",
+}
 
 
 def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
@@ -196,7 +205,7 @@ class SignatureGuard:
         return body + self._key.sign(body)
 
     # -- receiving ---------------------------------------------------------------------------
-    def check(self, frame: Frame, data: bytes) -> tuple[DeviceItem | MwiItem | PresenceItem, ...]:
+    def check(self, frame: Frame, data: bytes) -> tuple[Item, ...]:
         """Raise :class:`SecurityError` to reject the frame; return the items it may assert."""
         if frame.signature is None:
             if self._require:
@@ -242,7 +251,7 @@ class SignatureGuard:
         """Whether frames signed by node ``name`` are accepted (None: no list of nodes)."""
         return (name in self._peers) if self._peers else None
 
-    def allows(self, origin: EID, item: DeviceItem | MwiItem | PresenceItem) -> bool:
+    def allows(self, origin: EID, item: Item) -> bool:
         """Whether the node of entity id ``origin`` may assert ``item`` under the current list
         of nodes: anything while none is listed, nothing for a node no longer listed."""
         if not self._peers:
@@ -250,23 +259,17 @@ class SignatureGuard:
         peer = self._by_eid.get(origin)
         return peer is not None and peer.may_assert(item)
 
-    def refuses(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
+    def refuses(self, item: Item) -> str | None:
         """Why the other nodes would drop ``item`` from us (None: they accept it)."""
         if not self._peers:
             return None
-        if isinstance(item, DeviceItem):
-            what, kind = item.device, "devices"
-        elif isinstance(item, MwiItem):
-            what, kind = item.mailbox, "mailboxes"
-        else:
-            what, kind = item.presentity, "presentities"
         if self.own is None:
             return "this node is not in [security.peers]: every node rejects its frames"
         if not self.own.may_assert(item):
-            granted = ", ".join(getattr(self.own, kind)) or "nothing"
+            granted = ", ".join(self.own.granted(item.kind)) or "nothing"
             return (
-                f"{what!r} is outside this node's grant ([security.peers.{self.own.name}] "
-                f"{kind} = {granted}): every other node would drop it"
+                f"{item.name!r} is outside this node's grant ([security.peers.{self.own.name}] "
+                f"{_GRANT_KEYS[item.kind]} = {granted}): every other node would drop it"
             )
         return None
 

@@ -1,41 +1,87 @@
 """This node's own assertions: published, restored and saved across restarts, withdrawn.
 
-A mixin of :class:`~pbxmesh.node.core.Node`: what a link or the CLI asserts as this server
-(``publish_device``/``publish_mwi``/``publish_presence``), the parts a bridged ring contributes
-to this node's own slot, the kept assertions saved in the state directory, the withdrawal of a
-down Asterisk's states, and this node's own grant.
+:class:`OwnAssertions` is the one writer of this node's own slots: what a link or the CLI
+asserts as this server (``publish_device``/``publish_mwi``/``publish_presence``), the parts a
+bridged ring contributes to this node's own slot, the kept assertions saved in the state
+directory, the withdrawal of a down Asterisk's states, and the warnings about this node's own
+grant. It is built from the stores, the clock, the fanout and the outbound queue it writes to;
+:class:`~pbxmesh.node.core.Node` delegates its public methods to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from ..clock import HybridClock
 from ..eid import EID
 from ..errors import StateError
 from ..presence import (
     PresenceChange,
     PresenceState,
+    PresenceStore,
     check_presence_text,
     check_presentity,
 )
 from ..states import DeviceState
 from ..store import (
     DeviceChange,
+    DeviceStore,
     MwiChange,
+    MwiStore,
     check_device_name,
     normalize_mailbox,
 )
-from ..wire.frame import DeviceItem, MwiItem, PresenceItem
-from .state import NodeState
+from ..wire.frame import DeviceItem, Item, MwiItem, PresenceItem
+from .fanout import Fanout
+from .guard import FrameGuard
+from .outbound import Outbound
+from .parts import OwnParts
 
-__all__ = ["NodeAssertions"]
+__all__ = ["OwnAssertions"]
 
 log = logging.getLogger(__name__)
 
 
-class NodeAssertions(NodeState):
-    """This node's own assertions (mixed into :class:`~pbxmesh.node.core.Node`)."""
+class OwnAssertions:
+    """This node's own assertions, and what is saved of them across restarts."""
+
+    def __init__(
+        self,
+        eid: EID,
+        clock: HybridClock,
+        devices: DeviceStore,
+        mwi: MwiStore,
+        presence: PresenceStore,
+        fanout: Fanout,
+        out: Outbound,
+        guard: FrameGuard | None,
+        announce: Callable[[], None],
+    ) -> None:
+        self.eid = eid
+        self.clock = clock
+        self.devices = devices
+        self.mwi = mwi
+        self.presence = presence
+        self._fanout = fanout
+        self._out = out
+        self._guard = guard
+        #: queues a complete snapshot of this origin (after a withdrawal)
+        self._announce = announce
+        #: counts this node's own assertions, so a saver knows when to write them
+        self.own_changes = 0
+        #: (kind, name) of the device states saved across restarts (kind 1; every mailbox
+        #: and presentity this node wrote last is saved anyway: see own_state)
+        self.kept: set[tuple[int, str]] = set()
+        #: set when a kept assertion is made, so it is saved at once
+        self.kept_changed = asyncio.Event()
+        #: this node's own slot as direct assertions plus bridged parts (``parts.py``)
+        self._parts = OwnParts()
+        #: mailboxes this node wrote last through a part (a bridged ring), not directly
+        self._mwi_parts: dict[str, str] = {}
+        #: items offered that our grant refuses, each warned about once
+        self._refused: set[tuple[int, str]] = set()
 
     def restore(
         self,
@@ -220,10 +266,6 @@ class NodeAssertions(NodeState):
             if r.mailbox not in self._mwi_parts
         }
 
-    def knows_origin(self, eid: EID) -> bool:
-        """True for this node's EID and every pbxmesh origin heard from and not gone."""
-        return eid == self.eid or self._membership.knows(eid)
-
     def publish_mwi(
         self, mailbox: str, new: int, old: int, keep: bool = False, part: str | None = None
     ) -> MwiChange | None:
@@ -270,7 +312,6 @@ class NodeAssertions(NodeState):
         self.own_changes += 1
         self._out.enqueue(PresenceItem(presentity, int(state), subtype, message, version))
         if change is not None:
-            self.stats.presence_changes += 1
             self._fanout.presence(change)
         return change
 
@@ -295,19 +336,11 @@ class NodeAssertions(NodeState):
         log.info("reported device states withdrawn count=%d kept=%d", withdrawn, len(kept))
         return withdrawn
 
-    def refused_by_grant(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
+    def refused_by_grant(self, item: Item) -> str | None:
         """Why the others would drop ``item`` from us (our grant in [security.peers]); a link
         that offers it is told once per device or mailbox in the log, and it is not sent."""
-        reason = self.guard.refuses(item) if self.guard is not None else None
-        if reason is not None:
-            key = (
-                item.device
-                if isinstance(item, DeviceItem)
-                else item.mailbox
-                if isinstance(item, MwiItem)
-                else item.presentity
-            )
-            if ("grant", key) not in self._warned:
-                self._warned.add(("grant", key))
-                log.warning("not shared: %s", reason)
+        reason = self._guard.refuses(item) if self._guard is not None else None
+        if reason is not None and item.key not in self._refused:
+            self._refused.add(item.key)
+            log.warning("not shared: %s", reason)
         return reason

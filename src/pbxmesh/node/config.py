@@ -9,11 +9,17 @@ from ..eid import EID
 from ..errors import StateError
 from ..wire import frame as wire
 
-__all__ = ["EVENT_TYPES", "ChannelConfig", "NodeConfig"]
+__all__ = ["EVENT_TYPES", "EVENT_TYPE_OF", "ChannelConfig", "NodeConfig"]
 
 #: the event types a channel can carry (ais.conf's publish_event/subscribe_event values, and
 #: ``presence_state``, which Asterisk's own clustering modules do not carry)
 EVENT_TYPES: Final = ("device_state", "mwi", "presence_state")
+#: the event type that carries each kind of item
+EVENT_TYPE_OF: Final = {
+    wire.ItemKind.DEVICE: "device_state",
+    wire.ItemKind.MWI: "mwi",
+    wire.ItemKind.PRESENCE: "presence_state",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,15 @@ one :class:`~pbxmesh.transport.Transport`. Its parts, each in its own module:
   state and resynchronises on the fresh membership change that follows the reconnect;
 * ``fanout.py`` -- listeners and links to Asterisk are told what changed (``links/base.py``).
 
-* ``assertions.py`` -- this node's own assertions (published, restored, kept, withdrawn) and
-  its own grant; ``reading.py`` -- the reads; ``port.py`` -- the port a link reports through.
+* ``assertions.py`` -- :class:`OwnAssertions`, the one writer of this node's own slots
+  (published, restored, kept, withdrawn) and of the warnings about its own grant;
+  ``remote.py`` -- :class:`RemoteWrites`, the one writer of the other origins' values;
+  ``reading.py`` -- :class:`ReadView`, the one read view (links, control API, metrics);
+  ``port.py`` -- the port a link reports through (own assertions in, read view out).
 
-This module holds the lifecycle and the one inbound boundary (:meth:`Node._on_message`:
-decode, own echo, guard, channel subscription, apply).
+The node is composed of these objects, each built from explicit collaborators; its public
+methods delegate to them. This module holds the lifecycle and the one inbound boundary
+(:meth:`Node._on_message`: decode, own echo, guard, channel subscription, apply).
 
 *Channels* are ais.conf's event channels: a channel publishes and subscribes event types
 (``device_state``, ``mwi``, ``presence_state``). Frames carry their channel's name; a receiver
@@ -50,28 +54,23 @@ from ..clock import HybridClock, version_millis
 from ..eid import EID
 from ..errors import PbxmeshError, RemoteProtocolError, SecurityError
 from ..links.base import Link
-from ..presence import (
-    PresenceState,
-    PresenceStore,
-)
-from ..store import (
-    DeviceStore,
-    MwiStore,
-)
+from ..presence import PresenceChange, PresenceRecord, PresenceState, PresenceStore
+from ..states import DeviceState
+from ..store import DeviceChange, DeviceStore, MwiChange, MwiRecord, MwiStore
 from ..tasks import cancel_and_wait
 from ..transport.base import LinkState, MembershipChange, Message, Transport
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
-from .assertions import NodeAssertions
+from ..wire.frame import Frame, FrameType, Item
+from .assertions import OwnAssertions
 from .config import ChannelConfig, NodeConfig
 from .fanout import Fanout, NodeListener
 from .guard import FrameGuard
-from .membership import Membership
+from .membership import MemberInfo, Membership
 from .outbound import Outbound
-from .parts import OwnParts
 from .port import OwnPort
-from .reading import NodeReading
-from .snapshots import SnapshotGatherer, send_snapshots
+from .reading import ReadView
+from .remote import RemoteWrites
+from .snapshots import CatchUp, SnapshotGatherer, send_snapshots
 from .stats import NodeStats, count
 
 __all__ = ["Node"]
@@ -79,7 +78,7 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 
 
-class Node(NodeAssertions, NodeReading):
+class Node:
     """One node of the mesh. ``await start()``, then publish and listen; ``await close()``."""
 
     def __init__(
@@ -90,43 +89,38 @@ class Node(NodeAssertions, NodeReading):
         guard: FrameGuard | None = None,
     ) -> None:
         self.config = config
-        self.eid = config.eid
+        self.eid = eid = config.eid
         self.transport = transport
-        self.clock = clock or HybridClock(lambda: time.time_ns() // 1_000_000)
+        self.clock = clock = clock or HybridClock(lambda: time.time_ns() // 1_000_000)
         self.guard = guard
-        self.devices = DeviceStore()
-        self.mwi = MwiStore()
-        self.presence = PresenceStore()
-        self.stats = NodeStats()
-        self._fanout = Fanout(self.devices, self.eid)
+        self.devices = devices = DeviceStore()
+        self.mwi = mwi = MwiStore()
+        self.presence = presence = PresenceStore()
+        self.stats = stats = NodeStats()
+        self._fanout = fanout = Fanout(devices, eid, stats)
         #: listeners of the cluster's changes (append to it); see :class:`NodeListener`
-        self.listeners: list[NodeListener] = self._fanout.listeners
+        self.listeners: list[NodeListener] = fanout.listeners
         self._channels = {c.name: c for c in config.channels}
-        self._out = Outbound(config, transport, self.clock, guard, self.stats)
-        self._membership = Membership(self.eid, config.name)
+        self._out = out = Outbound(config, transport, self.clock, guard, stats)
+        self._membership = membership = Membership(eid, config.name)
         self._snapshots = SnapshotGatherer()
+        self._catch_up = CatchUp()
+        #: the one writer of this node's own slots, and the one writer of the others'
+        self.own = OwnAssertions(
+            eid, clock, devices, mwi, presence, fanout, out, guard, self._announce
+        )
+        self._remote = RemoteWrites(eid, devices, mwi, presence, stats, fanout, config.channels)
+        #: the one read view (links, the control API and metrics read the node here)
+        self.reads = ReadView(
+            eid, config.name, devices, mwi, presence, stats, membership, fanout, out
+        )
         self._tasks: list[asyncio.Task[None]] = []
+        #: (origin, reason) of the rejected frames warned about (once each)
         self._warned: set[tuple[str, str]] = set()
         self._joined = asyncio.Event()
-        #: the other members in the view we joined, and the snapshot kinds still awaited from
-        #: each (see :meth:`wait_caught_up`)
-        self._awaited: dict[str, int] = {}
-        self._caught_up = asyncio.Event()
         self._closed = False
-        self._resync_started = 0.0
-        #: counts this node's own assertions, so a saver knows when to write them
-        self.own_changes = 0
-        #: (kind, name) of the device states saved across restarts (kind 1; every mailbox
-        #: and presentity this node wrote last is saved anyway: see own_state)
-        self.kept: set[tuple[int, str]] = set()
-        #: set when a kept assertion is made, so it is saved at once
-        self.kept_changed = asyncio.Event()
         #: called with the seconds from a frame's origin clock to its application here
         self.latency_observer: Callable[[float], None] | None = None
-        #: this node's own slot as direct assertions plus bridged parts (``parts.py``)
-        self._parts = OwnParts()
-        #: mailboxes this node wrote last through a part (a bridged ring), not directly
-        self._mwi_parts: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,34 +145,11 @@ class Node(NodeAssertions, NodeReading):
         A link reads its Asterisk at start, and tells a copy of another server's state from one
         of this server's own by comparing it with what the cluster holds: before the snapshots
         are in, a stale copy (from before a restart) would pass for this server's own."""
+        done = self._catch_up.done
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                await self._caught_up.wait()
-        return self._caught_up.is_set()
-
-    def _snapshot_kinds_wanted(self) -> int:
-        want = 0
-        for ch in self._channels.values():
-            if "device_state" in ch.subscribe or "mwi" in ch.subscribe:
-                want |= wire.SNAP_DEVICES | wire.SNAP_MWI
-            if "presence_state" in ch.subscribe:
-                want |= wire.SNAP_PRESENCE
-        return want
-
-    def _snapshot_from(self, member: str, kinds: int) -> None:
-        left = self._awaited.get(member)
-        if left is None:
-            return
-        if kinds & (wire.SNAP_DEVICES | wire.SNAP_MWI):
-            left &= ~(wire.SNAP_DEVICES | wire.SNAP_MWI)
-        if kinds & wire.SNAP_PRESENCE:
-            left &= ~wire.SNAP_PRESENCE
-        if left:
-            self._awaited[member] = left
-        else:
-            del self._awaited[member]
-            if not self._awaited:
-                self._caught_up.set()
+                await done.wait()
+        return done.is_set()
 
     async def close(self) -> None:
         """Close the links, send what is queued, leave the group cleanly and stop."""
@@ -211,8 +182,12 @@ class Node(NodeAssertions, NodeReading):
         )
         self._out.config = self.config
         self._channels = {c.name: c for c in channels}
+        self._remote.set_channels(channels)
         log.info("channels reloaded channels=%s", ",".join(self._channels))
         self._announce()
+
+    def channels(self) -> list[ChannelConfig]:
+        return list(self._channels.values())
 
     # -- links to Asterisk -------------------------------------------------------------------
     async def add_link(self, link: Link) -> None:
@@ -220,7 +195,7 @@ class Node(NodeAssertions, NodeReading):
         origin and is told the cluster's changes from now on (``links/base.py``)."""
         self._fanout.add_link(link)
         try:
-            await link.start(OwnPort(self))
+            await link.start(OwnPort(self.own, self.reads))
         except BaseException:
             self._fanout.remove_link(link)
             raise
@@ -239,18 +214,11 @@ class Node(NodeAssertions, NodeReading):
     # -- announcing --------------------------------------------------------------------------
     def _announce(self) -> None:
         """Queue a complete snapshot of our own origin on every channel."""
-        task = asyncio.create_task(
-            send_snapshots(
-                self._out,
-                self.clock,
-                self.eid,
-                self.devices,
-                self.mwi,
-                list(self._channels.values()),
-                self.presence,
-            ),
-            name="pbxmesh-announce",
+        channels = list(self._channels.values())
+        sending = send_snapshots(
+            self._out, self.clock, self.eid, self.devices, self.mwi, channels, self.presence
         )
+        task = asyncio.create_task(sending, name="pbxmesh-announce")
         self._tasks.append(task)
         task.add_done_callback(self._forget_task)
 
@@ -299,31 +267,9 @@ class Node(NodeAssertions, NodeReading):
                     "every node needs its own (delete one node's state_dir/eid)",
                 )
             return
-        items = f.items
-        if self.guard is not None:
-            try:
-                items = self.guard.check(f, data)
-            except SecurityError as exc:
-                self._reject(exc.reason, f.name or str(f.origin), str(exc))
-                return
-            if len(items) < len(f.items):
-                kept = set(items)
-                denied = [i for i in f.items if i not in kept]
-                first = denied[0]
-                what = (
-                    first.device
-                    if isinstance(first, DeviceItem)
-                    else first.mailbox
-                    if isinstance(first, MwiItem)
-                    else first.presentity
-                )
-                self._reject(
-                    "unauthorised",
-                    f.name or str(f.origin),
-                    f"node {f.name!r} may not assert {what!r} ({len(denied)} item(s) dropped); "
-                    "grant it in [security.peers]",
-                    n=len(denied),
-                )
+        items = self._guarded(f, data)
+        if items is None:
+            return
         self.clock.observe(f.seq)
         # Channels we do not have are counted together: a peer cannot grow our labels.
         count(self.stats.frames_in, f.channel if f.channel in self._channels else "-")
@@ -332,15 +278,18 @@ class Node(NodeAssertions, NodeReading):
             self.latency_observer(max(0.0, lag))
         if self._membership.learn(sender, f.origin, f.name):
             self._notify_members()
+        self._dispatch(sender, f, items)
+
+    def _dispatch(self, sender: str, f: Frame, items: tuple[Item, ...]) -> None:
         match f.type:
             case FrameType.CHANGES:
-                self._apply_items(f.origin, f.channel, items)
+                self._remote.apply(f.origin, f.channel, items)
             case FrameType.SNAPSHOT:
                 if f.channel in self._channels:  # nothing to gather for a channel we lack
                     whole = self._snapshots.add(f, items)
                     if whole is not None:
-                        self._merge_snapshot(f.origin, f.channel, f.as_of, f.kinds, whole)
-                        self._snapshot_from(sender, f.kinds)
+                        self._remote.merge_snapshot(f.origin, f.channel, f.as_of, f.kinds, whole)
+                        self._catch_up.snapshot_from(sender, f.kinds)
             case FrameType.LEAVE:
                 self._drop(f.origin)
             case FrameType.SYNC_REQUEST:
@@ -348,112 +297,38 @@ class Node(NodeAssertions, NodeReading):
             case FrameType.HEARTBEAT:
                 pass
 
-    def _subscribes(self, channel: str, kind: str) -> bool:
-        ch = self._channels.get(channel)
-        return ch is not None and kind in ch.subscribe
-
-    def _apply_items(
-        self, origin: EID, channel: str, items: Iterable[DeviceItem | MwiItem | PresenceItem]
-    ) -> None:
-        want_dev = self._subscribes(channel, "device_state")
-        want_mwi = self._subscribes(channel, "mwi")
-        want_presence = self._subscribes(channel, "presence_state")
-        touched: list[str] = []
-        n = 0
-        for item in items:
-            if type(item) is DeviceItem:
-                if not want_dev:
-                    continue
-                n += 1
-                change = self.devices.apply(origin, item.device, item.state, item.version)
-                touched.append(item.device)
-                if change is not None:
-                    self._fanout.device(change)
-            elif isinstance(item, MwiItem) and want_mwi:
-                n += 1
-                mchange = self.mwi.apply(origin, item.mailbox, item.new, item.old, item.version)
-                if mchange is not None:
-                    self.stats.mwi_changes += 1
-                    self._fanout.mwi(mchange)
-            elif isinstance(item, PresenceItem) and want_presence:
-                n += 1
-                pchange = self.presence.apply(
-                    origin,
-                    item.presentity,
-                    PresenceState(item.state),
-                    item.subtype,
-                    item.message,
-                    item.version,
-                )
-                if pchange is not None:
-                    self.stats.presence_changes += 1
-                    self._fanout.presence(pchange)
-        if n:
-            count(self.stats.changes_in, channel, n)  # n > 0 only for a channel we have
-        self._fanout.touched(origin, touched)
-
-    def _merge_snapshot(
-        self,
-        origin: EID,
-        channel: str,
-        as_of: int,
-        kinds: int,
-        items: list[DeviceItem | MwiItem | PresenceItem],
-    ) -> None:
-        self.stats.snapshots_merged += 1
-        if kinds & wire.SNAP_DEVICES and self._subscribes(channel, "device_state"):
-            entries = [(i.device, i.state, i.version) for i in items if type(i) is DeviceItem]
-            before = {d for d, _, _ in self.devices.snapshot(origin)}
-            for change in self.devices.merge_snapshot(origin, entries, complete_as_of=as_of):
-                self._fanout.device(change)
-            self._fanout.touched(origin, before | {e[0] for e in entries})
-            count(self.stats.changes_in, channel, len(entries))
-        # MWI and presence are last-writer-wins: a snapshot's items are applied as changes.
-        lww = [i for i in items if isinstance(i, MwiItem | PresenceItem)]
-        if lww:
-            self._apply_items(origin, channel, lww)
-        if self._resync_started:
-            self.stats.last_resync_seconds = time.monotonic() - self._resync_started
+    def _guarded(self, f: Frame, data: bytes) -> tuple[Item, ...] | None:
+        """The items of ``f`` the guard lets through (None: the frame is rejected)."""
+        if self.guard is None:
+            return f.items
+        try:
+            items = self.guard.check(f, data)
+        except SecurityError as exc:
+            self._reject(exc.reason, f.name or str(f.origin), str(exc))
+            return None
+        if len(items) < len(f.items):
+            kept = set(items)
+            denied = [i for i in f.items if i not in kept]
+            self._reject(
+                "unauthorised",
+                f.name or str(f.origin),
+                f"node {f.name!r} may not assert {denied[0].name!r} "
+                f"({len(denied)} item(s) dropped); grant it in [security.peers]",
+                n=len(denied),
+            )
+        return items
 
     def revoke(self) -> int:
         """Drop every device state another origin holds that the guard no longer lets it
         assert (its node was removed from the list of nodes, or its grant narrowed, by a
         SIGHUP): it stops counting at once, not when that node leaves. Returns how many
         states were dropped. Its later frames are refused by the guard as they come."""
-        guard = self.guard
-        if guard is None:
+        if self.guard is None:
             return 0
-        dropped = 0
-        for origin in self.devices.origins():
-            if origin == self.eid:
-                continue
-            gone = [
-                device
-                for device, state, version in self.devices.snapshot(origin)
-                if not guard.allows(origin, DeviceItem(device, int(state), version))
-            ]
-            for device in gone:
-                change = self.devices.remove(origin, device)
-                if change is not None:
-                    self._fanout.device(change)
-            if gone:
-                self._fanout.touched(origin, gone)
-                dropped += len(gone)
-                log.warning(
-                    "revoked eid=%s name=%s devices=%d: no longer granted to that node",
-                    origin,
-                    self._membership.name_of(origin),
-                    len(gone),
-                )
-        return dropped
+        return self._remote.revoke(self.guard, self._membership.name_of)
 
     def _drop(self, origin: EID) -> None:
-        held = [d for d, _, _ in self.devices.snapshot(origin)]
-        changes = self.devices.drop_origin(origin)
-        for change in changes:
-            self._fanout.device(change)
-        self._fanout.touched(origin, held)
-        self._fanout.origin_left(origin)
+        held, changed = self._remote.drop(origin)
         self._membership.forget(origin)
         self._snapshots.forget(origin)
         if held:
@@ -461,8 +336,8 @@ class Node(NodeAssertions, NodeReading):
                 "origin dropped eid=%s name=%s devices=%d changed=%d",
                 origin,
                 self._membership.name_of(origin),
-                len(held),
-                len(changes),
+                held,
+                changed,
             )
 
     def _on_membership(self, change: MembershipChange) -> None:
@@ -480,18 +355,13 @@ class Node(NodeAssertions, NodeReading):
         )
         self._notify_members()
         if not self._joined.is_set():
-            want = self._snapshot_kinds_wanted()
             me = self.transport.self_id
-            self._awaited = {m.member_id: want for m in change.members if m.member_id != me}
-            if not want:
-                self._awaited.clear()
-        for m in change.left:
-            self._awaited.pop(m.member_id, None)
-        if not self._awaited:
-            self._caught_up.set()
+            others = [m.member_id for m in change.members if m.member_id != me]
+            self._catch_up.joined(others, CatchUp.kinds_wanted(self._channels.values()))
+        self._catch_up.view(m.member_id for m in change.left)
         if change.joined or not self._joined.is_set():
             self.stats.resyncs += 1
-            self._resync_started = time.monotonic()
+            self._remote.resync_started = time.monotonic()
             self._announce()
         self._joined.set()
 
@@ -508,4 +378,116 @@ class Node(NodeAssertions, NodeReading):
             )
 
     def _notify_members(self) -> None:
-        self._fanout.members(self.members())
+        self._fanout.members(self.reads.members())
+
+    # -- this node's own assertions (OwnAssertions) --------------------------------------------
+    @property
+    def own_changes(self) -> int:  # for a saver: when to write the own state
+        return self.own.own_changes
+
+    @property
+    def kept_changed(self) -> asyncio.Event:  # set: save the own state at once
+        return self.own.kept_changed
+
+    def restore(
+        self,
+        devices: Iterable[tuple[str, int, int]],
+        mwi: Iterable[tuple[str, int, int, int]],
+        presence: Iterable[tuple[str, int, str, str, int]] = (),
+    ) -> None:
+        self.own.restore(devices, mwi, presence)
+
+    def restore_cluster(
+        self,
+        mwi: Iterable[tuple[str, int, int, int, str]],
+        presence: Iterable[tuple[str, int, str, str, int, str]] = (),
+    ) -> None:
+        self.own.restore_cluster(mwi, presence)
+
+    def cluster_records(
+        self,
+    ) -> tuple[list[tuple[str, int, int, int, str]], list[tuple[str, int, str, str, int, str]]]:
+        return self.own.cluster_records()
+
+    def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+        return self.own.own_state()
+
+    def own_presence(self) -> list[tuple[str, int, str, str, int]]:
+        return self.own.own_presence()
+
+    def own_devices(self) -> dict[str, DeviceState]:
+        return self.own.own_devices()
+
+    def own_mwi(self) -> dict[str, tuple[int, int]]:
+        return self.own.own_mwi()
+
+    def publish_device(
+        self, device: str, state: DeviceState, keep: bool = False
+    ) -> DeviceChange | None:
+        return self.own.publish_device(device, state, keep)
+
+    def publish_part(self, part: str, device: str, state: DeviceState) -> DeviceChange | None:
+        return self.own.publish_part(part, device, state)
+
+    def publish_mwi(
+        self, mailbox: str, new: int, old: int, keep: bool = False, part: str | None = None
+    ) -> MwiChange | None:
+        return self.own.publish_mwi(mailbox, new, old, keep, part)
+
+    def publish_presence(
+        self,
+        presentity: str,
+        state: PresenceState,
+        subtype: str = "",
+        message: str = "",
+        keep: bool = False,
+    ) -> PresenceChange | None:
+        return self.own.publish_presence(presentity, state, subtype, message, keep)
+
+    def withdraw_reported(self) -> int:
+        return self.own.withdraw_reported()
+
+    # -- reads (ReadView) ----------------------------------------------------------------------
+    def remote_state(self, device: str) -> DeviceState:
+        return self.reads.remote_state(device)
+
+    def remote_devices(self) -> dict[str, DeviceState]:
+        return self.reads.remote_devices()
+
+    def remote_mwi(self) -> dict[str, tuple[int, int]]:
+        return self.reads.remote_mwi()
+
+    def members(self) -> list[MemberInfo]:
+        return self.reads.members()
+
+    def link_members(self) -> list[MemberInfo]:
+        return self.reads.link_members()
+
+    def device_rows(
+        self, pattern: str | None = None
+    ) -> list[tuple[str, DeviceState, dict[EID, DeviceState]]]:
+        return self.reads.device_rows(pattern)
+
+    def device_origins(self, device: str) -> dict[EID, DeviceState]:
+        return self.reads.device_origins(device)
+
+    def mwi_rows(self, pattern: str | None = None) -> list[MwiRecord]:
+        return self.reads.mwi_rows(pattern)
+
+    def presence_rows(self, pattern: str | None = None) -> list[PresenceRecord]:
+        return self.reads.presence_rows(pattern)
+
+    def origin_name(self, eid: EID) -> str:
+        return self.reads.origin_name(eid)
+
+    @property
+    def view(self) -> int:
+        return self.reads.view
+
+    @property
+    def quorate(self) -> bool:
+        return self.reads.quorate
+
+    @property
+    def queue_depth(self) -> int:
+        return self.reads.queue_depth

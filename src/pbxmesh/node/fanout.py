@@ -16,6 +16,9 @@ and told only if it differs from the last one told (one cache for every link and
 for links that want each origin's slots, the origin's slot is compared with the last one told
 in the same way. Both are skipped entirely when nobody wants them, so a node without an
 Asterisk link pays nothing. Everything runs on the event loop; audiences must not block.
+
+Every change of a mailbox or a presentity, of any origin, passes here once: this is where
+``mwi_changes`` and ``presence_changes`` are counted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..presence import PresenceChange
 from ..states import DeviceState
 from ..store import DeviceChange, DeviceStore, MwiChange
 from .membership import MemberInfo
+from .stats import NodeStats
 
 __all__ = ["Fanout", "NodeListener", "make_listener"]
 
@@ -54,9 +58,10 @@ class NodeListener(Protocol):
 class Fanout:
     """The listeners and links of one node, and what each was last told."""
 
-    def __init__(self, devices: DeviceStore, eid: EID) -> None:
+    def __init__(self, devices: DeviceStore, eid: EID, stats: NodeStats) -> None:
         self.devices = devices
         self.eid = eid
+        self._stats = stats
         self.listeners: list[NodeListener] = []
         self.links: list[Link] = []
         self._aggregate: list[Link] = []  # links wanting Interest.REMOTE_DEVICES
@@ -92,6 +97,7 @@ class Fanout:
             listener.on_device(change)
 
     def mwi(self, change: MwiChange) -> None:
+        self._stats.mwi_changes += 1
         for listener in self.listeners:
             listener.on_mwi(change)
         r = change.record
@@ -100,6 +106,7 @@ class Fanout:
                 link.remote_mwi(r.mailbox, r.new, r.old, r.origin)
 
     def presence(self, change: PresenceChange) -> None:
+        self._stats.presence_changes += 1
         for listener in self.listeners:
             told = getattr(listener, "on_presence", None)
             if told is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..eid import EID
-from ..wire.frame import DeviceItem, Frame, MwiItem, PresenceItem
+from ..wire.frame import Frame, Item
 
 __all__ = ["FrameGuard"]
 
@@ -25,13 +25,11 @@ class FrameGuard(Protocol):
 
     def seal(self, data: bytes) -> bytes: ...
 
-    def check(
-        self, frame: Frame, data: bytes
-    ) -> tuple[DeviceItem | MwiItem | PresenceItem, ...]: ...
+    def check(self, frame: Frame, data: bytes) -> tuple[Item, ...]: ...
 
     def flush(self) -> None: ...
 
-    def refuses(self, item: DeviceItem | MwiItem | PresenceItem) -> str | None:
+    def refuses(self, item: Item) -> str | None:
         """Why the other nodes would drop ``item`` from this node (None: they accept it)."""
         ...
 
@@ -39,7 +37,7 @@ class FrameGuard(Protocol):
         """Whether frames of node ``name`` are accepted (None: no list of nodes)."""
         ...
 
-    def allows(self, origin: EID, item: DeviceItem | MwiItem | PresenceItem) -> bool:
+    def allows(self, origin: EID, item: Item) -> bool:
         """Whether the node whose entity id is ``origin`` may (still) assert ``item``: after
         the list of nodes or their grants changed, what it may no longer assert is dropped."""
         ...

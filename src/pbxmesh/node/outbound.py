@@ -30,16 +30,14 @@ from ..clock import HybridClock
 from ..errors import PbxmeshError
 from ..transport.base import Transport
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
-from .config import NodeConfig
+from ..wire.frame import Frame, FrameType, Item, ItemKind
+from .config import EVENT_TYPE_OF, NodeConfig
 from .guard import FrameGuard
 from .stats import NodeStats, count
 
 __all__ = ["Outbound"]
 
 log = logging.getLogger(__name__)
-
-Item = DeviceItem | MwiItem | PresenceItem
 
 
 class Outbound:
@@ -63,7 +61,7 @@ class Outbound:
         self._wake = asyncio.Event()
 
     def enqueue(self, item: Item) -> None:
-        key = _queue_key(item)
+        key = item.key
         self.queue.pop(key, None)  # a newer state goes to the back of the line
         self.queue[key] = item
         self._wake.set()
@@ -94,9 +92,9 @@ class Outbound:
                 batch.append(self.queue.pop(key))
             try:
                 for channel in self.config.channels:
-                    items = tuple(i for i in batch if _kind(i) in channel.publish)
-                    older = tuple(i for i in items if type(i) is not PresenceItem)
-                    presence = tuple(i for i in items if type(i) is PresenceItem)
+                    items = tuple(i for i in batch if EVENT_TYPE_OF[i.kind] in channel.publish)
+                    older = tuple(i for i in items if i.kind is not ItemKind.PRESENCE)
+                    presence = tuple(i for i in items if i.kind is ItemKind.PRESENCE)
                     for chunk in _chunks(older, limit) + _chunks(presence, self.presence_limit()):
                         await self.send_frame(
                             Frame(
@@ -110,7 +108,7 @@ class Outbound:
                         count(self.stats.changes_out, channel.name, len(chunk))
             except BaseException:
                 for item in batch:  # put back what was not sent, unless superseded meanwhile
-                    self.queue.setdefault(_queue_key(item), item)
+                    self.queue.setdefault(item.key, item)
                 raise
 
     def items_per_frame(self) -> int:
@@ -134,21 +132,6 @@ class Outbound:
             data = guard.seal(data)
         await self.transport.send(data)
         count(self.stats.frames_out, f.channel or "-")
-
-
-def _queue_key(item: Item) -> tuple[int, str]:
-    if type(item) is DeviceItem:
-        return (1, item.device)
-    if type(item) is MwiItem:
-        return (2, item.mailbox)
-    assert isinstance(item, PresenceItem)
-    return (3, item.presentity)
-
-
-def _kind(item: Item) -> str:
-    if type(item) is DeviceItem:
-        return "device_state"
-    return "mwi" if type(item) is MwiItem else "presence_state"
 
 
 def _chunks(items: tuple[Item, ...], limit: int) -> list[tuple[Item, ...]]:

@@ -21,18 +21,19 @@ forgotten.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+
 from ..clock import HybridClock
 from ..eid import EID
 from ..presence import PresenceStore
 from ..store import DeviceStore, MwiStore
 from ..wire import frame as wire
-from ..wire.frame import DeviceItem, Frame, FrameType, MwiItem, PresenceItem
+from ..wire.frame import DeviceItem, Frame, FrameType, Item, MwiItem, PresenceItem
 from .config import ChannelConfig
 from .outbound import Outbound
 
-__all__ = ["SnapshotGatherer", "send_snapshots"]
-
-Item = DeviceItem | MwiItem | PresenceItem
+__all__ = ["CatchUp", "SnapshotGatherer", "send_snapshots"]
 
 
 async def send_snapshots(
@@ -118,3 +119,51 @@ class SnapshotGatherer:
         """Drop the parts gathered from an origin that left."""
         for key in [k for k in self._pending if k[0] == origin]:
             del self._pending[key]
+
+
+class CatchUp:
+    """Which members' complete snapshots a node still awaits after it joined (see
+    :meth:`~pbxmesh.node.core.Node.wait_caught_up`)."""
+
+    def __init__(self) -> None:
+        #: the other members in the view we joined, and the snapshot kinds still awaited
+        self._awaited: dict[str, int] = {}
+        self.done = asyncio.Event()
+
+    @staticmethod
+    def kinds_wanted(channels: Iterable[ChannelConfig]) -> int:
+        """The snapshot kinds a node with these channels waits for."""
+        want = 0
+        for ch in channels:
+            if "device_state" in ch.subscribe or "mwi" in ch.subscribe:
+                want |= wire.SNAP_DEVICES | wire.SNAP_MWI
+            if "presence_state" in ch.subscribe:
+                want |= wire.SNAP_PRESENCE
+        return want
+
+    def joined(self, members: Iterable[str], want: int) -> None:
+        """The view we joined: await ``want`` from each of ``members`` (ourselves excluded)."""
+        self._awaited = dict.fromkeys(members, want) if want else {}
+
+    def view(self, left: Iterable[str]) -> None:
+        """A view: the members that ``left`` are no longer awaited."""
+        for member in left:
+            self._awaited.pop(member, None)
+        if not self._awaited:
+            self.done.set()
+
+    def snapshot_from(self, member: str, kinds: int) -> None:
+        """``member``'s complete snapshot of ``kinds`` is in."""
+        left = self._awaited.get(member)
+        if left is None:
+            return
+        if kinds & (wire.SNAP_DEVICES | wire.SNAP_MWI):
+            left &= ~(wire.SNAP_DEVICES | wire.SNAP_MWI)
+        if kinds & wire.SNAP_PRESENCE:
+            left &= ~wire.SNAP_PRESENCE
+        if left:
+            self._awaited[member] = left
+        else:
+            del self._awaited[member]
+            if not self._awaited:
+                self.done.set()

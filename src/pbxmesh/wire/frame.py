@@ -43,11 +43,12 @@ Signing is not done here: :func:`encode` can leave room for a signature computed
 
 from __future__ import annotations
 
+import abc
 import enum
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from typing import ClassVar, Final
 
 from ..eid import EID
 from ..errors import LocalProtocolError, RemoteProtocolError, StateError
@@ -62,6 +63,8 @@ __all__ = [
     "DeviceItem",
     "Frame",
     "FrameType",
+    "Item",
+    "ItemKind",
     "MwiItem",
     "PresenceItem",
     "decode",
@@ -88,9 +91,17 @@ class FrameType(enum.IntEnum):
     LEAVE = 5
 
 
-KIND_DEVICE: Final = 1
-KIND_MWI: Final = 2
-KIND_PRESENCE: Final = 3
+class ItemKind(enum.IntEnum):
+    """The kind byte of an item; WARNING: append-only."""
+
+    DEVICE = 1
+    MWI = 2
+    PRESENCE = 3
+
+
+KIND_DEVICE: Final = int(ItemKind.DEVICE)
+KIND_MWI: Final = int(ItemKind.MWI)
+KIND_PRESENCE: Final = int(ItemKind.PRESENCE)
 SNAP_DEVICES: Final = 0x01
 SNAP_MWI: Final = 0x02
 SNAP_PRESENCE: Final = 0x04
@@ -117,9 +128,38 @@ def _check_name(what: str, name: str) -> None:
         raise StateError(f"{what} {name[:20]!r}… is longer than 255 bytes")
 
 
+class Item(abc.ABC):
+    """One origin's value for one thing, at a version: a device's state, a mailbox's counts or
+    a presentity's presence. Every item knows its ``kind`` and its ``name`` (the device,
+    ``mailbox@context`` or ``CustomPresence:NAME``), so code that does not care which kind it
+    holds (queues, grants, logs) reads those instead of asking for the type."""
+
+    __slots__ = ()
+
+    kind: ClassVar[ItemKind]
+    version: int
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The device, ``mailbox@context`` or ``CustomPresence:NAME``."""
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """``(kind, name)``: the thing this item is about; a newer item of the same key
+        supersedes it."""
+        return (int(self.kind), self.name)
+
+    @abc.abstractmethod
+    def encode_into(self, out: list[bytes]) -> None:
+        """Append the item's encoding (module docstring) to ``out``."""
+
+
 @dataclass(frozen=True, slots=True)
-class DeviceItem:
+class DeviceItem(Item):
     """One origin's state for a device, at a version."""
+
+    kind: ClassVar[ItemKind] = ItemKind.DEVICE
 
     device: str
     state: int
@@ -134,10 +174,21 @@ class DeviceItem:
             raise StateError("device name cannot be empty")
         _check_name("device name", self.device)
 
+    @property
+    def name(self) -> str:
+        return self.device
+
+    def encode_into(self, out: list[bytes]) -> None:
+        out.append(b"\x01")
+        out.append(_short_str(self.device, "device name"))
+        out.append(_DEVICE_TAIL.pack(self.state, self.version))
+
 
 @dataclass(frozen=True, slots=True)
-class MwiItem:
+class MwiItem(Item):
     """Message counts of one ``mailbox@context``, at a version."""
+
+    kind: ClassVar[ItemKind] = ItemKind.MWI
 
     mailbox: str
     new: int
@@ -153,11 +204,22 @@ class MwiItem:
             raise StateError(f"mailbox {self.mailbox!r} is not MAILBOX@CONTEXT")
         _check_name("mailbox", self.mailbox)
 
+    @property
+    def name(self) -> str:
+        return self.mailbox
+
+    def encode_into(self, out: list[bytes]) -> None:
+        out.append(b"\x02")
+        out.append(_short_str(self.mailbox, "mailbox"))
+        out.append(_MWI_TAIL.pack(self.new, self.old, self.version))
+
 
 @dataclass(frozen=True, slots=True)
-class PresenceItem:
+class PresenceItem(Item):
     """The presence of one ``CustomPresence:NAME``, at a version (``presence.py`` says what a
     name, subtype and message may hold; a peer's frame breaking those rules is rejected)."""
+
+    kind: ClassVar[ItemKind] = ItemKind.PRESENCE
 
     presentity: str
     state: int
@@ -175,8 +237,16 @@ class PresenceItem:
         check_presence_text("subtype", self.subtype)
         check_presence_text("message", self.message)
 
+    @property
+    def name(self) -> str:
+        return self.presentity
 
-Item = DeviceItem | MwiItem | PresenceItem
+    def encode_into(self, out: list[bytes]) -> None:
+        out.append(b"\x03")
+        out.append(_short_str(self.presentity, "presentity"))
+        out.append(_PRESENCE_HEAD.pack(self.state, self.version))
+        out.append(_short_str(self.subtype, "presence subtype"))
+        out.append(_short_str(self.message, "presence message"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,21 +296,7 @@ def _short_str(value: str, what: str) -> bytes:
 def _encode_items(items: tuple[Item, ...], out: list[bytes]) -> None:
     out.append(_U16.pack(len(items)))
     for item in items:
-        if type(item) is DeviceItem:
-            out.append(b"\x01")
-            out.append(_short_str(item.device, "device name"))
-            out.append(_DEVICE_TAIL.pack(item.state, item.version))
-        elif type(item) is MwiItem:
-            out.append(b"\x02")
-            out.append(_short_str(item.mailbox, "mailbox"))
-            out.append(_MWI_TAIL.pack(item.new, item.old, item.version))
-        else:
-            assert isinstance(item, PresenceItem)
-            out.append(b"\x03")
-            out.append(_short_str(item.presentity, "presentity"))
-            out.append(_PRESENCE_HEAD.pack(item.state, item.version))
-            out.append(_short_str(item.subtype, "presence subtype"))
-            out.append(_short_str(item.message, "presence message"))
+        item.encode_into(out)
 
 
 def encode(frame: Frame, *, signed: bool = False) -> bytes:
