@@ -15,7 +15,8 @@ What is substituted, and nothing else: the page's 10.0.0.1/10.0.0.2 by the veth 
 and ``systemctl enable --now pbxmesh`` by ``corosync -f`` and the unit's ExecStart;
 ``asterisk -rx`` by the namespace's private Asterisk (tests/harness/asterisk.py).
 
-One run per Asterisk build (about 30 s each): the page names no version, and both must work.
+One run per Asterisk build (about 15 s each, after some 30 s to build and install the
+package): the page names no version, and both must work.
 """
 
 from __future__ import annotations
