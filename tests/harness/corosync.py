@@ -33,6 +33,7 @@ __all__ = [
     "Cluster",
     "CorosyncInstance",
     "HarnessError",
+    "cleanup_shm",
     "corosync_missing_reason",
     "loopback_corosync",
     "three_node_cluster",
@@ -78,7 +79,7 @@ def _netns_prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
 
 
-def _cleanup_shm(pid: int) -> None:
+def cleanup_shm(pid: int) -> None:
     """Remove the libqb IPC rings and blackbox of a dead corosync ``pid``."""
     shm = Path("/dev/shm")
     for pattern in (f"qb-{pid}-*", f"qb-*-{pid}-*"):
@@ -203,7 +204,7 @@ class CorosyncInstance:
 
     def _cleanup(self) -> None:
         for pid in self._pids:
-            _cleanup_shm(pid)
+            cleanup_shm(pid)
 
     def log_tail(self, lines: int = 30) -> str:
         out = []

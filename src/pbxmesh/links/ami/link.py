@@ -631,9 +631,13 @@ class AmiLink(Link):
                     expected[self.counterpart(device)] = state
             for name, state in expected.items():
                 await self._write_device(name, state)
-            listing = await client.list_action("DeviceStateList")
+            # A link that shares no device (beside a SIP link) reads none: DeviceStateList
+            # needs res_manager_devicestate, which such an Asterisk need not load.
+            items = (
+                (await client.list_action("DeviceStateList")).items if self.config.include else ()
+            )
             stale = 0
-            for item in listing.items:
+            for item in items:
                 device = item.get("Device") or ""
                 if self.is_counterpart(device):
                     if device not in expected and item.get("State") != "INVALID":
@@ -653,7 +657,7 @@ class AmiLink(Link):
             "presentities=%d",
             client.peer,
             len(expected),
-            len(listing.items),
+            len(items),
             stale,
             mailboxes,
             presentities,
