@@ -24,10 +24,13 @@ from tests.harness.phone import (
     Desk,
     desk_phone,
     dialog_state,
+    digium_presence,
     message_summary,
     phone_pjsip,
     pidf,
+    pidf_note,
     sipp_missing_reason,
+    voice_message,
 )
 from tests.test_real_asterisk import HINT, Server, servers
 from tests.test_real_asterisk_presence import set_presence
@@ -89,17 +92,11 @@ async def device_states(a: Server, desk: Desk) -> None:
         before = (len(desk.dialog.notifies()), len(desk.presence.notifies()))
         await a.set(state)
         why = f"{state} on pbx1"
-        await desk.dialog.wait_for(
-            lambda n, lamp=lamp: dialog_state(n.body) == lamp,
-            10,
-            f"{why}: dialog {lamp}",
-            after=before[0],
+        await desk.dialog.wait_value(
+            dialog_state, lamp, 10, f"{why}: dialog {lamp}", after=before[0]
         )
-        got = await desk.presence.wait_for(
-            lambda n, note=note: pidf(n.body).note == note,
-            10,
-            f"{why}: PIDF note {note}",
-            after=before[1],
+        got = await desk.presence.wait_value(
+            pidf_note, note, 10, f"{why}: PIDF note {note}", after=before[1]
         )
         assert pidf(got.body).basic == "open", got.body
     # No lamp flickered in between: exactly these transitions reached the phone.
@@ -115,11 +112,8 @@ async def presence(a: Server, desk: Desk) -> None:
     ):
         before = (len(desk.digium.notifies()), len(desk.presence.notifies()))
         await set_presence(a, ALICE, value)
-        got = await desk.digium.wait_for(
-            lambda n, kind=kind: pidf(n.body).presence == kind,
-            10,
-            f"{value} on pbx1: Digium presence {kind}",
-            after=before[0],
+        got = await desk.digium.wait_value(
+            digium_presence, kind, 10, f"{value} on pbx1: Digium presence {kind}", after=before[0]
         )
         assert pidf(got.body).message == message, got.body
         # A phone of any other make is notified too, but Asterisk puts the presence in the
@@ -137,21 +131,15 @@ async def mailbox(a: Server, desk: Desk) -> None:
             "MWIUpdate", Mailbox="1000@default", NewMessages=new, OldMessages=old
         )
         assert r.ok, r.message
-        got = await desk.mwi.wait_for(
-            lambda n, new=new, old=old: (
-                message_summary(n.body).get("Voice-Message", "").startswith(f"{new}/{old} ")
-            ),
-            10,
-            f"MWI {new}/{old} on pbx1",
-            after=before,
+        voice = f"{new}/{old} (0/0)"  # new/old (urgent new/urgent old)
+        got = await desk.mwi.wait_value(
+            voice_message, voice, 10, f"MWI {new}/{old} on pbx1", after=before
         )
-        lines = message_summary(got.body)
-        assert lines["Messages-Waiting"] == waiting, got.body
-        assert lines["Voice-Message"] == f"{new}/{old} (0/0)", got.body
+        assert message_summary(got.body)["Messages-Waiting"] == waiting, got.body
 
 
 async def test_a_phone_follows_another_server_over_the_sip_link(
-    require_asterisk, require_sipp, corosync_loopback, corosync_group
+    require_asterisk: None, require_sipp: None, corosync_loopback: object, corosync_group: str
 ) -> None:
     """SIP link (AMI beside it for presence); pbx2 runs app_voicemail, as the SIP link's remote
     MWI needs, and has the phone on 127.0.0.2 (tests/test_real_asterisk_sip.py)."""
@@ -168,7 +156,7 @@ async def test_a_phone_follows_another_server_over_the_sip_link(
 
 
 async def test_a_phone_follows_another_server_over_the_ami_link(
-    require_asterisk, require_sipp, corosync_loopback, corosync_group
+    require_asterisk: None, require_sipp: None, corosync_loopback: object, corosync_group: str
 ) -> None:
     """AMI link; pbx2's hints list the remote counterpart, its PJSIP serves only the phone."""
     port = free_port()

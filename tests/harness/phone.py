@@ -47,12 +47,15 @@ __all__ = [
     "SippPhone",
     "desk_phone",
     "dialog_state",
+    "digium_presence",
     "message_summary",
     "parse_trace",
     "phone_pjsip",
     "pidf",
+    "pidf_note",
     "scenario",
     "sipp_missing_reason",
+    "voice_message",
 ]
 
 #: Event package -> the Accept header a desk phone sends for it.
@@ -330,6 +333,12 @@ class SippPhone:
                 )
             await asyncio.sleep(0.02)
 
+    async def wait_value(
+        self, read: Callable[[str], object], want: object, within: float, what: str, after: int = 0
+    ) -> Notify:
+        """The first NOTIFY from the ``after``-th on whose body ``read`` reads as ``want``."""
+        return await self.wait_for(lambda n: read(n.body) == want, within, what, after)
+
     def stop(self, timeout: float = 10.0) -> int:
         """Ask the phone to unsubscribe (an INFO in its dialog) and wait for SIPp to exit
         after Expires: 0 and the final NOTIFY; return SIPp's exit status (0: all went as the
@@ -409,6 +418,19 @@ def pidf(body: str) -> Pidf:
         digium.get("type") if digium is not None else None,
         (digium.text or "") if digium is not None else "",
     )
+
+
+def pidf_note(body: str) -> str | None:
+    return pidf(body).note
+
+
+def digium_presence(body: str) -> str | None:
+    return pidf(body).presence
+
+
+def voice_message(body: str) -> str | None:
+    """The ``Voice-Message`` line's value (``new/old (urgent new/urgent old)``)."""
+    return message_summary(body).get("Voice-Message")
 
 
 def message_summary(body: str) -> dict[str, str]:
