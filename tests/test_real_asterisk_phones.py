@@ -12,13 +12,17 @@ Marked ``asterisk``: without a real Asterisk or without sipp these tests skip wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import pytest
 
 from pbxmesh.links.sip.asterisk_conf import MODULES as SIP_MODULES
 from tests.harness.asterisk import free_port
+from tests.harness.corosync import corosync_missing_reason
 from tests.harness.fixtures import skip_or_fail
+from tests.harness.nats import nats_missing_reason
 from tests.harness.phone import (
     PHONE_MODULES,
     Desk,
@@ -32,6 +36,7 @@ from tests.harness.phone import (
     sipp_missing_reason,
     voice_message,
 )
+from tests.harness.ring import asterisk_ring
 from tests.test_real_asterisk import HINT, Server, servers
 from tests.test_real_asterisk_presence import set_presence
 from tests.test_real_asterisk_sip import sip_servers
@@ -67,17 +72,46 @@ def collapsed(states: Sequence[str | None]) -> list[str | None]:
     return out
 
 
-async def a_desk_phone_follows_pbx1(a: Server, b: Server, sip_port: int) -> None:
-    """The phone on ``b``'s Asterisk (its PJSIP on ``sip_port``) follows what changes on ``a``."""
-    with desk_phone(("127.0.0.1", sip_port)) as desk:
+@dataclass(frozen=True)
+class Pbx1:
+    """How a test changes things on pbx1: a device state, a mailbox, a presence (None where
+    the link carries no presence)."""
+
+    device: Callable[[str], Awaitable[object]]
+    mailbox: Callable[[int, int], Awaitable[object]]
+    presence: Callable[[str], Awaitable[object]] | None
+
+
+def over_ami(a: Server) -> Pbx1:
+    """pbx1 driven over the test's own AMI session."""
+
+    async def mailbox(new: int, old: int) -> None:
+        r = await a.ami.action(
+            "MWIUpdate", Mailbox="1000@default", NewMessages=new, OldMessages=old
+        )
+        assert r.ok, r.message
+
+    return Pbx1(a.set, mailbox, lambda value: set_presence(a, ALICE, value))
+
+
+async def a_desk_phone_follows_pbx1(
+    pbx1: Pbx1,
+    sip: tuple[str, int],
+    netns: str | None = None,
+    blf: str = "1234",
+    presence_hint: str = "1000",
+) -> None:
+    """The phone on pbx2's Asterisk (its PJSIP at ``sip``) follows what changes on pbx1."""
+    with desk_phone(sip, netns=netns, blf=blf, presence=presence_hint) as desk:
         await desk.wait_subscribed()
         assert dialog_state(desk.dialog.notifies()[0].body) == "terminated"
         assert pidf(desk.presence.notifies()[0].body).note == "Ready"
         assert message_summary(desk.mwi.notifies()[0].body)["Messages-Waiting"] == "no"
 
-        await device_states(a, desk)
-        await presence(a, desk)
-        await mailbox(a, desk)
+        await device_states(pbx1, desk)
+        if pbx1.presence is not None:
+            await presence(pbx1.presence, desk)
+        await mailbox(pbx1, desk)
 
         # The phone unsubscribes (Expires: 0); Asterisk ends each subscription with a last
         # NOTIFY, which SIPp's scenario requires: exit status 0 for each.
@@ -86,11 +120,11 @@ async def a_desk_phone_follows_pbx1(a: Server, b: Server, sip_port: int) -> None
             assert p.notifies()[-1].state.startswith("terminated"), p.notifies()[-1]
 
 
-async def device_states(a: Server, desk: Desk) -> None:
+async def device_states(pbx1: Pbx1, desk: Desk) -> None:
     first = len(desk.dialog.notifies())
     for state, lamp, note in TRANSITIONS:
         before = (len(desk.dialog.notifies()), len(desk.presence.notifies()))
-        await a.set(state)
+        await pbx1.device(state)
         why = f"{state} on pbx1"
         await desk.dialog.wait_value(
             dialog_state, lamp, 10, f"{why}: dialog {lamp}", after=before[0]
@@ -104,14 +138,14 @@ async def device_states(a: Server, desk: Desk) -> None:
     assert collapsed(seen) == [lamp for _, lamp, _ in TRANSITIONS], seen
 
 
-async def presence(a: Server, desk: Desk) -> None:
+async def presence(change: Callable[[str], Awaitable[object]], desk: Desk) -> None:
     for value, kind, message in (
         ("dnd,,back at 3", "dnd", "back at 3"),
         ("away,,lunch", "away", "lunch"),
         ("available", "available", ""),
     ):
         before = (len(desk.digium.notifies()), len(desk.presence.notifies()))
-        await set_presence(a, ALICE, value)
+        await change(value)
         got = await desk.digium.wait_value(
             digium_presence, kind, 10, f"{value} on pbx1: Digium presence {kind}", after=before[0]
         )
@@ -124,13 +158,10 @@ async def presence(a: Server, desk: Desk) -> None:
         assert pidf(generic.body) == pidf(desk.presence.notifies()[0].body), generic.body
 
 
-async def mailbox(a: Server, desk: Desk) -> None:
+async def mailbox(pbx1: Pbx1, desk: Desk) -> None:
     for new, old, waiting in ((2, 1, "yes"), (0, 0, "no")):
         before = len(desk.mwi.notifies())
-        r = await a.ami.action(
-            "MWIUpdate", Mailbox="1000@default", NewMessages=new, OldMessages=old
-        )
-        assert r.ok, r.message
+        await pbx1.mailbox(new, old)
         voice = f"{new}/{old} (0/0)"  # new/old (urgent new/urgent old)
         got = await desk.mwi.wait_value(
             voice_message, voice, 10, f"MWI {new}/{old} on pbx1", after=before
@@ -152,7 +183,8 @@ async def test_a_phone_follows_another_server_over_the_sip_link(
         dialplan=dialplan("Custom:mystate"),
         modules=(*PHONE_MODULES, "func_presencestate", "res_manager_presencestate"),
     ) as (a, b):
-        await a_desk_phone_follows_pbx1(a, b, b.asterisk.sip_port)  # type: ignore[attr-defined]
+        sip = ("127.0.0.1", b.asterisk.sip_port)  # type: ignore[attr-defined]
+        await a_desk_phone_follows_pbx1(over_ami(a), sip)
 
 
 async def test_a_phone_follows_another_server_over_the_ami_link(
@@ -170,5 +202,44 @@ async def test_a_phone_follows_another_server_over_the_ami_link(
         modules = (*SIP_MODULES, *PHONE_MODULES)
         return modules, {"pjsip.conf": pjsip}
 
-    async with servers(2, corosync_group, 22835, dialplan=dialplan(HINT), extra=extra) as (a, b):
-        await a_desk_phone_follows_pbx1(a, b, port)
+    async with servers(2, corosync_group, 22835, dialplan=dialplan(HINT), extra=extra) as (a, _b):
+        await a_desk_phone_follows_pbx1(over_ami(a), ("127.0.0.1", port))
+
+
+async def test_a_phone_on_the_ring_follows_the_second_site(
+    require_asterisk: None, require_sipp: None, asterisk_build: object
+) -> None:
+    """Ring link (tests/harness/ring.py): the phone on ring Asterisk 2 (inside its network
+    namespace) follows the second site's PBX, whose changes reach the ring through the site's
+    pbxmesh, NATS, the bridge and res_corosync. res_corosync carries no presence: the
+    presence subscription (hint 102, no presentity) reads the PIDF note only."""
+    skip_or_fail(corosync_missing_reason(netns=True) or nats_missing_reason(), "ring")
+    port = free_port()
+
+    def extra(i: int) -> tuple[Sequence[str], dict[str, str]]:
+        if i != 2:
+            return (), {}
+        pjsip = f"[udp]\ntype = transport\nprotocol = udp\nbind = 127.0.0.1:{port}\n" + phone_pjsip(
+            "127.0.0.2", "ring"
+        )
+        return (*SIP_MODULES, *PHONE_MODULES), {"pjsip.conf": pjsip}
+
+    with asterisk_ring(extra=extra) as ring:
+
+        async def device(state: str) -> None:
+            await asyncio.to_thread(
+                ring.ami, 0, "Setvar", Variable="DEVICE_STATE(Custom:far)", Value=state
+            )
+
+        async def mailbox(new: int, old: int) -> None:
+            await asyncio.to_thread(
+                ring.ami, 0, "MWIUpdate", Mailbox="1000@default", NewMessages=new, OldMessages=old
+            )
+
+        await a_desk_phone_follows_pbx1(
+            Pbx1(device, mailbox, None),
+            ("127.0.0.1", port),
+            netns=ring.cluster.netns(2),
+            blf="102",
+            presence_hint="102",
+        )

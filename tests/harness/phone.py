@@ -28,6 +28,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -232,11 +233,12 @@ class SippPhone:
         address: str = "127.0.0.2",
         idle: float = 120.0,
         user_agent: str = GENERIC_UA,
+        netns: str | None = None,
     ) -> None:
         if event not in PACKAGES:
             raise ValueError(f"no such event package {event!r}: one of {', '.join(PACKAGES)}")
         self.event, self.target, self.server, self.address = event, target, server, address
-        self.idle, self.user_agent = idle, user_agent
+        self.idle, self.user_agent, self.netns = idle, user_agent, netns
         self.workdir = Path(tempfile.mkdtemp(prefix="pbxm-sipp-"))
         self.port = _free_udp_port(address)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -253,6 +255,7 @@ class SippPhone:
         with open(self.workdir / "sipp.out", "wb") as out:
             self.proc = subprocess.Popen(
                 [
+                    *(["ip", "netns", "exec", self.netns] if self.netns else []),
                     "sipp",
                     f"{self.server[0]}:{self.server[1]}",
                     "-sf",
@@ -354,8 +357,7 @@ class SippPhone:
                 f"To: <sip:phone@{self.address}>\r\nCall-ID: {call_id}\r\n"
                 "CSeq: 1 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             )
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.sendto(info.encode(), (self.address, self.port))
+            _send_udp(self.netns, info.encode(), (self.address, self.port))
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -375,6 +377,24 @@ class SippPhone:
             self.proc.kill()
             self.proc.wait(10)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _send_udp(netns: str | None, data: bytes, to: tuple[str, int]) -> None:
+    """One datagram to ``to`` as seen from ``netns`` (None: our own)."""
+    if netns is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(data, to)
+        return
+    code = (
+        "import socket, sys\n"
+        "socket.socket(2, 2).sendto(sys.stdin.buffer.read(), (sys.argv[1], int(sys.argv[2])))"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code, to[0], str(to[1])],
+        input=data,
+        check=True,
+        timeout=10,
+    )
 
 
 def _free_udp_port(address: str) -> int:
@@ -466,13 +486,20 @@ class Desk:
 
 
 @contextlib.contextmanager
-def desk_phone(server: tuple[str, int], address: str = "127.0.0.2") -> Iterator[Desk]:
-    """A :class:`Desk` on ``address`` subscribed to the Asterisk at ``server``; always closed."""
+def desk_phone(
+    server: tuple[str, int],
+    address: str = "127.0.0.2",
+    netns: str | None = None,
+    blf: str = "1234",
+    presence: str = "1000",
+) -> Iterator[Desk]:
+    """A :class:`Desk` on ``address`` (inside ``netns``) subscribed to the Asterisk at
+    ``server``: hint ``blf`` (dialog), hint ``presence`` and AOR phone1000; always closed."""
     desk = Desk(
-        SippPhone("dialog", "1234", server, address),
-        SippPhone("presence", "1000", server, address),
-        SippPhone("presence", "1000", server, address, user_agent=DIGIUM_UA),
-        SippPhone("message-summary", "phone1000", server, address),
+        SippPhone("dialog", blf, server, address, netns=netns),
+        SippPhone("presence", presence, server, address, netns=netns),
+        SippPhone("presence", presence, server, address, user_agent=DIGIUM_UA, netns=netns),
+        SippPhone("message-summary", "phone1000", server, address, netns=netns),
     )
     try:
         for p in desk.all():
