@@ -9,7 +9,8 @@ hint, a presence and a mailbox is three of them, as a desk phone's three subscri
    the Asterisk endpoint is identified by the phone's address (pjsip ``identify``), no digest.
 2. A loop: every ``NOTIFY`` is answered ``200 OK``; the loop ends when nothing came for
    ``idle`` seconds (the bound), or at once when the harness sends the dialog an ``INFO``
-   (:meth:`SippPhone.stop`: SIPp routes it to the call by its Call-ID).
+   (:meth:`SippPhone.stop`: SIPp routes it to the call by its Call-ID; it is not answered,
+   since SIPp would send the answer to Asterisk, its one remote).
 3. ``SUBSCRIBE`` with ``Expires: 0`` in the dialog (the To tag Asterisk gave, CSeq 2), its
    ``200 OK`` and the final ``terminated`` NOTIFY, answered; SIPp exits 0.
 
@@ -159,11 +160,9 @@ def scenario(event: str, idle: float, expires: int = 600, user_agent: str = GENE
   </recv>
   <label id="wait"/>
   <recv request="NOTIFY" optional="true" next="notified" timeout="{idle_ms}" ontimeout="unsub"/>
-  <recv request="INFO" next="stop"/>
+  <recv request="INFO" next="unsub"/>
   <label id="notified"/>
   <send next="wait">{cdata(_OK)}</send>
-  <label id="stop"/>
-  <send>{cdata(_OK)}</send>
   <label id="unsub"/>
   <send retrans="500">{cdata(unsubscribe)}</send>
   <recv response="200"/>
