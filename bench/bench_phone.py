@@ -9,7 +9,9 @@ The phone is SIPp (tests/harness/phone.py) on 127.0.0.2, subscribed on PBX 2 to 
 alternately INUSE and NOT_INUSE, one change at a time: each waits for its NOTIFY
 (``confirmed`` / ``terminated``) before the next, 50 ms apart. The time is SIPp's own
 reception time stamp of the NOTIFY minus the wall clock just before the Setvar was sent: one
-clock, end to end, Asterisk's own NOTIFY included. Setups, as in bench/bench_ami.py:
+clock, end to end, Asterisk's own NOTIFY included. Beside it, where the time goes: when this
+process received PBX 2's AMI ``DeviceStateChange`` for the state (so that column includes the
+AMI event's own delivery, and may exceed the NOTIFY's). Setups, as in bench/bench_ami.py:
 
 * ``local``: one Asterisk, changed and watched by the phone itself: Asterisk's own floor.
 * ``asterisk``: two Asterisks each linked over AMI to its own pbxmesh, over a real corosync;
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import statistics
@@ -37,9 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_ami import RES_COROSYNC_CONF, direct_pjsip
 
+from pbxmesh.links.ami.client import AmiClient, AmiConfig
+from pbxmesh.links.ami.codec import Event
+from pbxmesh.links.ami.counterparts import counterpart_name
 from pbxmesh.links.sip.asterisk_conf import MODULES as SIP_MODULES
 from tests.harness.asterisk import (
     AMI_MODULES,
+    AMI_SECRET,
+    AMI_USER,
     Asterisk,
     asterisk_missing_reason,
     eid_of,
@@ -144,37 +152,61 @@ async def setup(kind: str) -> AsyncIterator[tuple[Server, Server, int]]:
             yield servers_and_port
 
 
-async def measure(kind: str, changes: int) -> list[float]:
-    """Milliseconds from each Setvar on PBX 1 to the phone's NOTIFY on PBX 2."""
-    async with setup(kind) as (a, _b, port):
+class Arrival:
+    """When PBX 2's Asterisk itself had each state (its AMI DeviceStateChange for the device
+    its hint reads for PBX 1: the counterpart with the AMI link, the device elsewhere)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.at: dict[str, float] = {}
+
+    def on_event(self, event: Event) -> None:
+        if event.name == "DeviceStateChange" and event.get("Device") == self.device:
+            self.at.setdefault(event.get("State") or "", time.time())
+
+
+async def measure(kind: str, changes: int) -> list[tuple[float, float]]:
+    """Per change, milliseconds from the Setvar on PBX 1 to PBX 2's Asterisk having the state
+    and to the phone's NOTIFY on PBX 2."""
+    device = counterpart_name("Custom:mystate") if kind == "asterisk" else "Custom:mystate"
+    arrival = Arrival(device)
+    async with setup(kind) as (a, b, port):
+        watcher = AmiClient(
+            AmiConfig.local("127.0.0.1", b.asterisk.ami_port, AMI_USER, AMI_SECRET),
+            on_event=arrival.on_event,
+        )
         phone = SippPhone("dialog", "1234", ("127.0.0.1", port))
         try:
+            await watcher.start()
+            async with asyncio.timeout(20):
+                await watcher.wait_connected()
             phone.start()
             await phone.wait_subscribed()
             state = "NOT_INUSE"
-            for _ in range(5):  # warm up: every path taken once
-                state = "INUSE" if state == "NOT_INUSE" else "NOT_INUSE"
-                before = len(phone.notifies())
-                lamp = "confirmed" if state == "INUSE" else "terminated"
-                await a.set(state)
-                await phone.wait_value(dialog_state, lamp, 10, f"{kind} warm-up", after=before)
             out = []
-            for k in range(changes):
+            for k in range(-5, changes):  # 5 to warm up: every path taken once
                 state = "INUSE" if state == "NOT_INUSE" else "NOT_INUSE"
                 lamp = "confirmed" if state == "INUSE" else "terminated"
                 before = len(phone.notifies())
+                arrival.at.clear()
                 t0 = time.time()
                 await a.set(state)
                 got = await phone.wait_value(
                     dialog_state, lamp, 10, f"{kind}: change {k} {state}", after=before
                 )
-                out.append((got.at - t0) * 1000)
+                end = time.monotonic() + 2
+                while state not in arrival.at and time.monotonic() < end:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+                if k >= 0:
+                    hop = arrival.at.get(state, float("nan")) - t0
+                    out.append((hop * 1000, (got.at - t0) * 1000))
                 await asyncio.sleep(0.05)
             if phone.stop() != 0:
                 print(f"{kind}: the phone did not unsubscribe cleanly:\n{phone.log()}")
             return out
         finally:
             phone.close()
+            await watcher.close()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -187,15 +219,21 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"load average: {load}")
     rows = []
     for kind in args.setups:
-        lat = await measure(kind, args.changes)
-        rows.append((kind, lat))
+        rows.append((kind, await measure(kind, args.changes)))
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"{kind}: done; load average {load}")
-    print(f"{'setup':<13} {'changes':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for kind, lat in rows:
+    print()
+    print("ms from the Setvar on PBX 1 to: PBX 2's AMI DeviceStateChange here / the NOTIFY")
+    head = ("setup", "changes", "state p50", "p99", "NOTIFY p50", "p99", "max")
+    print("{:<13} {:>7} {:>9} {:>7} {:>10} {:>7} {:>7}".format(*head))
+    for kind, rows_ in rows:
+        hop = [h for h, _ in rows_ if not math.isnan(h)]
+        lat = [n for _, n in rows_]
+        state_p = (statistics.median(hop), percentile(hop, 0.99))
+        notify_p = (statistics.median(lat), percentile(lat, 0.99), max(lat))
         print(
-            f"{kind:<13} {len(lat):>7} {statistics.median(lat):>8.2f} "
-            f"{percentile(lat, 0.99):>8.2f} {max(lat):>8.2f}"
+            f"{kind:<13} {len(lat):>7} {state_p[0]:>9.2f} {state_p[1]:>7.2f} "
+            f"{notify_p[0]:>10.2f} {notify_p[1]:>7.2f} {notify_p[2]:>7.2f}"
         )
 
 
