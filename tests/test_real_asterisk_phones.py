@@ -53,7 +53,7 @@ TRANSITIONS = (
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_sipp() -> None:
     skip_or_fail(sipp_missing_reason(), "SIPp phone")
 
