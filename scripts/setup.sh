@@ -9,6 +9,8 @@ command -v corosync >/dev/null || need_apt+=(corosync)
 command -v nats-server >/dev/null || need_apt+=(nats-server)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v unshare >/dev/null || need_apt+=(util-linux)
+# SIPp (Debian's sip-tester) plays the desk phones of the phone tests (tests/harness/phone.py).
+command -v sipp >/dev/null || need_apt+=(sip-tester)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ "${PBXMESH_NO_BROWSER:-}" = "" ]; then
     # The lamp page's browser tests drive the system's chromium (headless).

@@ -24,7 +24,7 @@ import pytest
 from pbxmesh.errors import AmiError
 from pbxmesh.links.ami.client import AmiClient, AmiConfig
 from pbxmesh.links.ami.counterparts import counterpart_name
-from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of, free_port
+from tests.harness.asterisk import AMI_MODULES, AMI_SECRET, AMI_USER, Asterisk, eid_of, free_port
 from tests.harness.nodes import NodeProcess, node_group
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.integration]
@@ -138,25 +138,33 @@ VOICEMAIL_CONF = "[general]\nformat = wav\n[default]\n1000 => 1234,Alice\n"
 
 @contextlib.asynccontextmanager
 async def servers(
-    n: int, group: str, base_port: int, voicemail: Sequence[int] = (), dialplan: str = DIALPLAN
+    n: int,
+    group: str,
+    base_port: int,
+    voicemail: Sequence[int] = (),
+    dialplan: str = DIALPLAN,
+    extra: Callable[[int], tuple[Sequence[str], dict[str, str]]] | None = None,
 ) -> AsyncIterator[list[Server]]:
-    """``n`` servers; those whose index is in ``voicemail`` run app_voicemail."""
+    """``n`` servers; those whose index is in ``voicemail`` run app_voicemail. ``extra(i)``
+    gives server i's further modules and configuration files (e.g. PJSIP for phones)."""
     ports = [free_port() for _ in range(n)]
-    stars = [
-        Asterisk(
-            f"pbx{i + 1}",
-            eid_of(i + 1),
-            dialplan=dialplan,
-            ami_port=ports[i],
-            manager_conf=documented_manager_conf(ports[i])[0],
-            **(
-                {"modules": VOICEMAIL_MODULES, "files": {"voicemail.conf": VOICEMAIL_CONF}}
-                if i in voicemail
-                else {}
-            ),
+    stars = []
+    for i in range(n):
+        modules, files = extra(i) if extra is not None else ((), {})
+        if i in voicemail:
+            modules = (*VOICEMAIL_MODULES, *modules)
+            files = {**files, "voicemail.conf": VOICEMAIL_CONF}
+        stars.append(
+            Asterisk(
+                f"pbx{i + 1}",
+                eid_of(i + 1),
+                dialplan=dialplan,
+                ami_port=ports[i],
+                manager_conf=documented_manager_conf(ports[i])[0],
+                modules=(*(AMI_MODULES if i not in voicemail else ()), *modules),
+                files=files,
+            )
         )
-        for i in range(n)
-    ]
     out: list[Server] = []
     try:
         with node_group([(f"pbx{i + 1}", None) for i in range(n)], group, base_port) as nodes:

@@ -33,7 +33,7 @@ from pbxmesh.states import (
 )
 from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, eid_of, free_port, selected
 from tests.harness.nodes import NodeProcess, node_group
-from tests.sip_helpers import sip_asterisk
+from tests.sip_helpers import MWI_EXTERNAL, sip_asterisk
 from tests.test_real_asterisk import Server, all_show, wait_until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.integration]
@@ -67,10 +67,17 @@ def sip_link_up(node: NodeProcess) -> bool:
 
 @contextlib.asynccontextmanager
 async def sip_servers(
-    n: int, group: str, base_port: int, voicemail: Sequence[int] = (), ami: bool = False
+    n: int,
+    group: str,
+    base_port: int,
+    voicemail: Sequence[int] = (),
+    ami: bool = False,
+    dialplan: str = DIALPLAN,
+    modules: Sequence[str] = (),
 ) -> AsyncIterator[list[Server]]:
     """``n`` servers linked over SIP only; those in ``voicemail`` run app_voicemail (and have
-    a phone that may subscribe to mailbox 1000's MWI)."""
+    a phone on 127.0.0.2 that may subscribe to mailbox 1000's MWI and to the hints).
+    ``modules`` are loaded on every server besides the link's."""
     stars: list[Asterisk] = []
     links = []
     for i in range(n):
@@ -78,10 +85,11 @@ async def sip_servers(
         star, link = sip_asterisk(
             f"pbx{i + 1}",
             eid_of(i + 1),
-            dialplan=DIALPLAN,
-            mwi=("format_wav", "app_voicemail")
-            if vm
-            else ("res_mwi_external", "res_mwi_external_ami"),
+            dialplan=dialplan,
+            mwi=(
+                *(("format_wav", "app_voicemail") if vm else MWI_EXTERNAL),
+                *modules,
+            ),
             extra_pjsip=PHONE_PJSIP if vm else "",
             files={"voicemail.conf": VOICEMAIL_CONF} if vm else {},
         )

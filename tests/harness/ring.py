@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,16 +132,21 @@ class Ring:
         return "\n".join([self.bridge.log_tail(25), self.site.log_tail(10)])
 
 
-def _ring_asterisk(cluster: Cluster, i: int) -> Asterisk:
+#: Ring Asterisk i -> its further modules and configuration files (e.g. PJSIP for phones).
+Extra = Callable[[int], tuple[Sequence[str], dict[str, str]]]
+
+
+def _ring_asterisk(cluster: Cluster, i: int, extra: Extra | None = None) -> Asterisk:
     dialplan = "[ring]\n" + "".join(
         f"exten => {100 + n},hint,{dev}\n" for n, dev in enumerate(DEVICES)
     )
+    modules, files = extra(i) if extra is not None else ((), {})
     return Asterisk(
         name=f"ring{i}",
         eid=ring_eid(i),
-        modules=RING_MODULES,
+        modules=(*RING_MODULES, *modules),
         dialplan=dialplan,
-        files={"res_corosync.conf": RES_COROSYNC_CONF},
+        files={"res_corosync.conf": RES_COROSYNC_CONF, **files},
         enter_pid=cluster.nodes[i].pid,
     )
 
@@ -166,11 +171,14 @@ def _node_config(
 
 
 @contextlib.contextmanager
-def asterisk_ring(token_ms: int = 500, bridges: int = 1) -> Iterator[Ring]:
+def asterisk_ring(
+    token_ms: int = 500, bridges: int = 1, extra: Extra | None = None
+) -> Iterator[Ring]:
     """The ring, the bridge and the second site, all started; everything removed on exit.
 
     ``bridges=2`` adds a second bridge on a fifth corosync node (``Ring.extra[-1]``), on the
     same ring and the same mesh; nats-server then listens on node 4's ring address too.
+    ``extra(i)`` gives ring Asterisk i's further modules and configuration files.
     """
     workdir = Path(tempfile.mkdtemp(prefix="pbxm-ring-"))
     started: list[Asterisk] = []
@@ -188,7 +196,7 @@ def asterisk_ring(token_ms: int = 500, bridges: int = 1) -> Iterator[Ring]:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            asterisks = {i: _ring_asterisk(cluster, i) for i in (1, 2, 3)}
+            asterisks = {i: _ring_asterisk(cluster, i, extra) for i in (1, 2, 3)}
             for a in asterisks.values():
                 a.write()
                 a.start()
