@@ -627,18 +627,24 @@ class SipLink(Link):
         """Every final answer to our PUBLISHes (from the driver)."""
         now = asyncio.get_running_loop().time()
         if 200 <= status < 300:
-            if self._refusing.pop(package, None) is not None and not self._refusing:
-                host, port = self.config.dest
-                log.info(
-                    "SIP link connected again: Asterisk at %s:%d accepts our PUBLISH; "
-                    "re-publishing every state",
-                    host,
-                    port,
-                )
-                for key, throttle in self._throttles.items():
-                    if key[0] == "refused":
-                        throttle.reset()
-                self._want_resync(refresh=False)  # what it refused meanwhile was dropped
+            if self._refusing.pop(package, None) is None:
+                return
+            if self._refusing:
+                # One package accepted again (the module was loaded, say): ask about the
+                # others at the next tick rather than after the back-off.
+                self._retry_at = now
+                return
+            host, port = self.config.dest
+            log.info(
+                "SIP link connected again: Asterisk at %s:%d accepts our PUBLISH; "
+                "re-publishing every state",
+                host,
+                port,
+            )
+            for key, throttle in self._throttles.items():
+                if key[0] == "refused":
+                    throttle.reset()
+            self._want_resync(refresh=False)  # what it refused meanwhile was dropped
             return
         if failure is None:
             return  # answered by the client itself (a challenge, 412, 423)
