@@ -514,8 +514,8 @@ def _asterisk_config(args: argparse.Namespace) -> int:
     eid = str(_node_eid(cfg))
     sip = None
     if ast.sip is not None:
+        from .linkconfig import sip_link_config
         from .links.sip.asterisk_conf import pjsip_conf
-        from .links.sip.link import sip_link_config
 
         sip = sip_link_config(ast)
     if args.freepbx:

@@ -36,6 +36,7 @@ from .config import AsteriskConfig, ClusterConfig, Config, RingSection, load_con
 from .eid import load_or_create_eid
 from .errors import ConfigError, PbxmeshError
 from .files import atomic_write
+from .linkconfig import asterisk_links, ring_link
 from .links.base import Link
 from .node import Node, NodeConfig
 from .tasks import cancel_and_wait
@@ -225,45 +226,8 @@ class Daemon:
         self._reload = asyncio.Event()
 
     # -- links to Asterisk ------------------------------------------------------------------
-    @staticmethod
-    def _make_links(ast: AsteriskConfig | None, state_dir: Path | None = None) -> list[Link]:
-        if ast is None:
-            return []
-        from .links.ami import AmiConfig, AmiLink, AmiLinkConfig
-
-        links: list[Link] = []
-        if ast.sip is not None:
-            from .links.sip.link import SipLink, sip_link_config
-
-            held = state_dir / "sip-published.json" if state_dir is not None else None
-            links.append(SipLink(sip_link_config(ast, state_file=held)))
-        if ast.ami is None:
-            return links
-        host, port = ast.ami
-        # Beside a SIP link, AMI shares nothing (DeviceStateChange would then carry Asterisk's
-        # aggregate, remote states included, back as local): it serves `pbxmesh hints`.
-        shared = ast.sip is None
-        links.append(
-            AmiLink(
-                AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),
-                AmiLinkConfig(
-                    include=ast.include if shared else (),
-                    exclude=ast.exclude,
-                    template=ast.remote_template,
-                    share_mwi=ast.mwi and shared,
-                    mwi_include=ast.include,
-                    mwi_exclude=ast.exclude,
-                    share_presence=ast.presence,
-                    presence_include=ast.include,
-                    presence_exclude=ast.exclude,
-                    down_grace=ast.down_grace,
-                ),
-            )
-        )
-        return links
-
     async def _open_links(self, ast: AsteriskConfig | None) -> None:
-        for link in self._make_links(ast, self.config.node.state_dir):
+        for link in asterisk_links(ast, self.config.node.state_dir):
             await self.node.add_link(link)
             self.links.append(link)
 
@@ -273,17 +237,7 @@ class Daemon:
         makes each Asterisk re-send its whole cache."""
         if ring is None:
             return
-        from .links.ring import RingLink, RingLinkConfig
-
-        link = RingLink(
-            RingLinkConfig(
-                group=ring.group,
-                include=ring.include,
-                exclude=ring.exclude,
-                mwi=ring.mwi,
-                down_grace=ring.down_grace,
-            )
-        )
+        link = ring_link(ring)
         await self.node.add_link(link)
         self.ring_link = link
         self.links.append(link)
