@@ -2,14 +2,16 @@
 
 Theory of operation
 -------------------
-``load_config(path)`` reads ``pbxmesh.toml`` with :mod:`tomllib`, then walks a schema: every
-table and key is checked for presence, type and value, unknown keys are errors, and the result
-is a tree of frozen dataclasses (:class:`Config`). tomllib reports syntax errors with a line and
-column but gives no positions for valid keys, so :class:`_Locator` finds the line of a key by
-scanning the text for its table header and ``key =`` line — enough to point an administrator at
-the right place. Channels may instead come from Asterisk's own ``ais.conf`` or
+``load_config(path)`` reads ``pbxmesh.toml`` with :mod:`tomllib`, then walks a schema, one
+function per section (``_node``, ``_cluster``, ``_channels``, ``_asterisk`` …): every table and
+key is checked for presence, type and value, unknown keys are errors, and the result is a tree
+of frozen dataclasses (:class:`Config`). Each key is validated here and only here, links'
+keys included (``remote_template`` by the AMI link's own naming rules, ``down_grace`` of every
+link), so a mistake is named with file:line before anything starts; the links' own configs are
+then built from these objects in :mod:`pbxmesh.linkconfig`. The line of a key is found by
+:mod:`pbxmesh.config_schema`. Channels may instead come from Asterisk's own ``ais.conf`` or
 ``res_corosync.conf`` (``[cluster] asterisk_conf = "/etc/asterisk/ais.conf"``), parsed by
-:func:`read_asterisk_channels`.
+:func:`~pbxmesh.asterisk_channels.read_asterisk_channels`.
 
 Library code receives these objects; nothing else reads files or the environment.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .asterisk_channels import read_asterisk_channels
 from .config_schema import Locator, Table, hostport, parse_hostport, path_value, positive
 from .eid import EID
 from .errors import ConfigError, StateError
@@ -445,56 +448,3 @@ def _security(sec: Table, base: Path) -> SecurityConfig:
     )
     sec.done()
     return security
-
-
-def read_asterisk_channels(path: Path) -> tuple[ChannelConfig, ...]:
-    """Channels from Asterisk's ``ais.conf`` (``[name] type=event_channel …``) or
-    ``res_corosync.conf`` (``[general] publish_event=… subscribe_event=…``)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    sections: list[tuple[str, int, dict[str, list[str]]]] = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split(";", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"\[([^\]]+)\](\(.*\))?", line)
-        if m:
-            sections.append((m.group(1).strip(), n, {}))
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not sections:
-            raise ConfigError(f"{path}:{n}: expected [section] or key=value, got {raw.strip()!r}")
-        key = key.strip().rstrip(">").strip().lower()
-        sections[-1][2].setdefault(key, []).append(value.strip().lower())
-    channels = []
-    for name, lineno, opts in sections:
-        if name.lower() == "general" and ("publish_event" in opts or "subscribe_event" in opts):
-            channel = "device_state"  # res_corosync.conf has one unnamed channel
-        elif opts.get("type") == ["event_channel"]:
-            channel = name
-        else:
-            continue
-        # presence_state is pbxmesh's own: Asterisk's res_ais/res_corosync do not carry it
-        kinds = {"device_state", "mwi", "presence_state", "ping", "cluster_discovery"}
-        for key in ("publish_event", "subscribe_event"):
-            for v in opts.get(key, []):
-                if v not in kinds:
-                    raise ConfigError(
-                        f"{path}:{lineno}: [{name}] {key}={v}: not an event type "
-                        "(device_state, mwi, presence_state, ping, cluster_discovery)"
-                    )
-        try:
-            channels.append(
-                ChannelConfig(
-                    channel,
-                    frozenset(v for v in opts.get("publish_event", []) if v in EVENT_TYPES),
-                    frozenset(v for v in opts.get("subscribe_event", []) if v in EVENT_TYPES),
-                )
-            )
-        except StateError as exc:
-            raise ConfigError(f"{path}:{lineno}: {exc}") from None
-    if not channels:
-        raise ConfigError(f"{path}: no event channel found (expected [name] type=event_channel)")
-    return tuple(channels)
