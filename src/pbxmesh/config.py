@@ -29,7 +29,6 @@ from .asterisk_channels import read_asterisk_channels
 from .config_schema import Locator, Table, hostport, parse_hostport, path_value, positive
 from .eid import EID
 from .errors import ConfigError, StateError
-from .links.ami.counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE
 from .node import EVENT_TYPES, ChannelConfig
 
 __all__ = [
@@ -357,6 +356,10 @@ def _remote_template(at: Table) -> str:
     """``[asterisk] remote_template``, held to what the AMI link writes into Asterisk: a
     ``Custom:`` device (Asterisk reports it back spelled so), ``{device}`` once, short enough
     for a device name and with no character that would break a hint."""
+    # The AMI link owns its naming rules; imported here only, so a file without [asterisk]
+    # does not load the AMI link.
+    from .links.ami.counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE
+
     template: str = at.get("remote_template", str, DEFAULT_TEMPLATE)
     example = f"e.g. {DEFAULT_TEMPLATE!r}"
     if not template.startswith("Custom:") or template.count("{device}") != 1:
