@@ -21,11 +21,8 @@ listener refuses to bind anything but loopback without one (config.py). Errors a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +30,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .control_http import LOOPBACK_NAMES, error_response, host_name, json_body
+from .control_stream import Rate, Subscriber, sse, stream_events
 from .errors import LinkError, LinkRefused, PbxmeshError, SecurityError, StateError
 from .links.base import Link
 from .node import MemberInfo, Node, make_listener
@@ -109,9 +108,9 @@ class ControlServer:
         self._metrics = metrics
         self._page = page
         self._runner: web.AppRunner | None = None
-        self._subscribers: set[_Subscriber] = set()
+        self._subscribers: set[Subscriber] = set()
         self._started = time.time()
-        self.rate = _Rate()
+        self.rate = Rate()
         node.listeners.append(
             make_listener(
                 on_device=self._on_device,
@@ -161,14 +160,18 @@ class ControlServer:
         # never answer), and without a token only loopback host names are served (no DNS
         # rebinding).
         if request.method == "POST" and request.content_type != "application/json":
-            return _error(415, "send the request body as Content-Type: application/json")
-        if not self.token and _host_name(request.host) not in _LOOPBACK_NAMES:
-            return _error(403, f"host {request.host!r} refused: use 127.0.0.1 or set a token")
+            return error_response(415, "send the request body as Content-Type: application/json")
+        if not self.token and host_name(request.host) not in LOOPBACK_NAMES:
+            return error_response(
+                403, f"host {request.host!r} refused: use 127.0.0.1 or set a token"
+            )
         if self.token and request.path != "/":
             given = request.headers.get("Authorization", "")
             supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
             if not hmac.compare_digest(supplied.encode(), self.token.encode()):
-                return _error(401, "missing or wrong token: send Authorization: Bearer <token>")
+                return error_response(
+                    401, "missing or wrong token: send Authorization: Bearer <token>"
+                )
         return await handler(request)
 
     @web.middleware
@@ -177,12 +180,12 @@ class ControlServer:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status >= 400:
-                return _error(exc.status, exc.reason or "error")
+                return error_response(exc.status, exc.reason or "error")
             raise
         except SecurityError as exc:
-            return _error(403, str(exc))
+            return error_response(403, str(exc))
         except (PbxmeshError, ValueError) as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
 
     # -- read -------------------------------------------------------------------------------
     async def status(self, request: web.Request) -> web.Response:
@@ -285,9 +288,9 @@ class ControlServer:
             try:
                 hints = await link.hints()
             except LinkRefused as exc:
-                return _error(502, str(exc))
+                return error_response(502, str(exc))
             except LinkError as exc:
-                return _error(503, f"the Asterisk link is down: {exc}")
+                return error_response(503, f"the Asterisk link is down: {exc}")
             if hints is not None:
                 return web.json_response(
                     [
@@ -301,11 +304,11 @@ class ControlServer:
                         for h in hints
                     ]
                 )
-        return _error(404, _no_hints({link.kind for link in self.links()}))
+        return error_response(404, _no_hints({link.kind for link in self.links()}))
 
     # -- write ------------------------------------------------------------------------------
     async def publish_device(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         device, state_text = body.get("device"), body.get("state")
         if not isinstance(device, str) or not isinstance(state_text, str):
             raise StateError('send {"device": "Custom:name", "state": "INUSE"}')
@@ -315,7 +318,7 @@ class ControlServer:
         return web.json_response({"device": device, "state": state.name}, status=202)
 
     async def publish_mwi(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         mailbox, new, old = body.get("mailbox"), body.get("new"), body.get("old")
         if not isinstance(mailbox, str) or type(new) is not int or type(old) is not int:
             raise StateError('send {"mailbox": "1000@default", "new": 1, "old": 0}')
@@ -330,7 +333,7 @@ class ControlServer:
             raise SecurityError("unauthorised", f"refused: {reason}")
 
     async def publish_presence(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         name, state_text = body.get("presentity"), body.get("state")
         subtype, message = body.get("subtype", ""), body.get("message", "")
         if not all(isinstance(v, str) for v in (name, state_text, subtype, message)):
@@ -347,7 +350,7 @@ class ControlServer:
         return web.json_response(self._presence_json(record), status=202)
 
     # -- live -------------------------------------------------------------------------------
-    # Each /events client has a _Subscriber: a set of *keys* ("device", name), ("mwi", box),
+    # Each /events client has a Subscriber: a set of *keys* ("device", name), ("mwi", box),
     # ("members", "") waiting to be sent, in arrival order. A key is rendered from the store
     # when it is written, so a burst of changes to one device costs one event carrying the
     # newest state (supersede by key), memory per client is bounded by the number of devices,
@@ -419,14 +422,14 @@ class ControlServer:
     def _render(self, key: tuple[str, str]) -> str:
         kind, name = key
         if kind == "device":
-            return _sse(kind, self._device_event(name))
+            return sse(kind, self._device_event(name))
         if kind == "mwi":
-            return _sse(kind, self._mwi_event(name))
+            return sse(kind, self._mwi_event(name))
         if kind == "presence":
             record = self.node.reads.presentity(name)
             body = self._presence_json(record) if record else {"presentity": name, "removed": True}
-            return _sse(kind, body)
-        return _sse("members", self._members_event())
+            return sse(kind, body)
+        return sse("members", self._members_event())
 
     def _snapshot(self) -> dict[str, Any]:
         """Everything the page shows, as one event: no race between a fetch and the stream."""
@@ -455,51 +458,15 @@ class ControlServer:
         }
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """``snapshot`` first, then ``device``/``mwi``/``members`` changes and a ``tick`` a second.
-
-        The subscriber is registered and the snapshot taken with no ``await`` in between, so
-        every change after the snapshot is in the stream and none before it is lost.
-        """
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",  # a reverse proxy must not hold the stream back
-            }
+        """``snapshot`` first, then ``device``/``mwi``/``members`` changes and a ``tick`` a second
+        (the stream itself: :func:`~pbxmesh.control_stream.stream_events`)."""
+        return await stream_events(
+            request, self._subscribers, self._snapshot, self._render, self._tick
         )
-        await resp.prepare(request)
-        sub = _Subscriber()
-        self._subscribers.add(sub)
-        first = "retry: 1000\n\n" + _sse("snapshot", self._snapshot())
-        try:
-            await resp.write(first.encode())
-            next_tick = time.monotonic()
-            while not sub.closed:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
-                        await sub.wake.wait()
-                sub.wake.clear()
-                if sub.closed:
-                    break
-                keys = list(sub.pending)
-                sub.pending.clear()
-                for i in range(0, len(keys), _SSE_BATCH):
-                    text = "".join(self._render(k) for k in keys[i : i + _SSE_BATCH])
-                    await resp.write(text.encode())  # waits while the client is slow
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + _TICK_SECONDS
-                    await resp.write(_sse("tick", self._tick()).encode())
-        except (ConnectionResetError, ConnectionError):
-            pass
-        finally:
-            self._subscribers.discard(sub)
-        with contextlib.suppress(ConnectionError):
-            await resp.write_eof()
-        return resp
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self._metrics is None:
-            return _error(404, "metrics are not enabled")
+            return error_response(404, "metrics are not enabled")
         return web.Response(
             body=self._metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
@@ -513,78 +480,6 @@ class ControlServer:
         from .openapi import OPENAPI
 
         return web.json_response(OPENAPI)
-
-
-_SSE_BATCH: Final = 500  # events per write: a burst of 10,000 is sent in slices
-_TICK_SECONDS: Final = 1.0  # the page's rate, link and keep-alive; also detects a dead stream
-
-
-def _sse(kind: str, payload: dict[str, Any]) -> str:
-    return f"event: {kind}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
-class _Subscriber:
-    """One ``/events`` client: the keys of what changed since its last write, newest wins."""
-
-    __slots__ = ("closed", "pending", "wake")
-
-    def __init__(self) -> None:
-        self.pending: dict[tuple[str, str], None] = {}  # an ordered set
-        self.wake = asyncio.Event()
-        self.closed = False
-
-    def mark(self, key: tuple[str, str]) -> None:
-        self.pending[key] = None
-        self.wake.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.wake.set()
-
-
-class _Rate:
-    """Events per second over the last 10 seconds."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[int, int] = {}
-
-    def hit(self) -> None:
-        now = int(time.monotonic())
-        self._buckets[now] = self._buckets.get(now, 0) + 1
-        if len(self._buckets) > 20:
-            for k in [k for k in self._buckets if k < now - 10]:
-                del self._buckets[k]
-
-    def value(self) -> float:
-        now = int(time.monotonic())
-        return sum(v for k, v in self._buckets.items() if now - 10 <= k < now) / 10.0
-
-    def last_second(self) -> int:
-        """Events in the last complete second (what the page shows as "now")."""
-        return self._buckets.get(int(time.monotonic()) - 1, 0)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise StateError("the request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise StateError("the request body must be a JSON object")
-    return body
-
-
-_LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-
-
-def _host_name(host: str) -> str:
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 def _no_hints(kinds: set[str]) -> str:

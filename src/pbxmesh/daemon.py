@@ -23,21 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .clock import HybridClock, VersionFile
 from .config import AsteriskConfig, ClusterConfig, Config, RingSection, load_config
+from .daemon_reload import changed_keys, reload_control, reload_security
 from .eid import load_or_create_eid
 from .errors import ConfigError, PbxmeshError
-from .files import atomic_write
+from .linkconfig import asterisk_links, ring_link
 from .links.base import Link
 from .node import Node, NodeConfig
+from .own_state import OwnStateFile
 from .tasks import cancel_and_wait
 from .transport.base import Transport
 
@@ -45,99 +44,10 @@ __all__ = ["Daemon", "OwnStateFile", "make_transport"]
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
 #: seconds between saves of this node's own assertions (and one more at stop)
 OWN_STATE_INTERVAL = 1.0
 #: Seconds a starting node waits for the members' snapshots before its links read Asterisk.
 CATCH_UP_TIMEOUT = 5.0
-
-
-class OwnStateFile:
-    """This node's own assertions (device states published to be kept, every mailbox and
-    presentity it wrote last), kept in the state directory so that a restarted node serves and
-    announces them again, as Asterisk keeps ``devstate change`` values in its AstDB (see
-    :meth:`~pbxmesh.node.core.Node.own_state` for what is saved and why). Written atomically;
-    a file written before presence existed has no ``presence`` key and reads as none."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _parse(self, parse: Callable[[Any], _T]) -> _T | None:
-        """``parse`` applied to the file's JSON; None if there is no file. A file that does
-        not read, or does not have the shape ``parse`` expects, is a clear error."""
-        try:
-            return parse(json.loads(self.path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"{self.path}: this node's saved state is unreadable ({exc}); fix or delete it "
-                "(deleting it forgets the states published with `pbxmesh publish`)"
-            ) from None
-
-    def load(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
-        loaded = self._parse(
-            lambda data: (
-                [(str(d), int(s), int(v)) for d, s, v in data["devices"]],
-                [(str(m), int(n), int(o), int(v)) for m, n, o, v in data["mwi"]],
-            )
-        )
-        if loaded is None:
-            return [], []
-        devices, mwi = loaded
-        for _, state, _ in devices:
-            if not 0 <= state <= 8:
-                raise ConfigError(f"{self.path}: device state {state} is outside 0..8")
-        return devices, mwi
-
-    def load_presence(self) -> list[tuple[str, int, str, str, int]]:
-        """The saved presence: ``(presentity, state, subtype, message, version)``."""
-        presence = self._parse(
-            lambda data: [
-                (str(p), int(s), str(t), str(m), int(v))
-                for p, s, t, m, v in data.get("presence", [])
-            ]
-        )
-        if presence is None:
-            return []
-        for _, state, _, _, _ in presence:
-            if not 0 <= state <= 6:
-                raise ConfigError(f"{self.path}: presence state {state} is outside 0..6")
-        return presence
-
-    def load_cluster(
-        self,
-    ) -> tuple[list[tuple[str, int, int, int, str]], list[tuple[str, int, str, str, int, str]]]:
-        """The other writers' mailboxes and presence (``cluster_mwi``, ``cluster_presence``;
-        a file written before they were saved has neither)."""
-        loaded = self._parse(
-            lambda data: (
-                [
-                    (str(m), int(n), int(o), int(v), str(e))
-                    for m, n, o, v, e in data.get("cluster_mwi", [])
-                ],
-                [
-                    (str(p), int(s), str(t), str(m), int(v), str(e))
-                    for p, s, t, m, v, e in data.get("cluster_presence", [])
-                ],
-            )
-        )
-        return loaded if loaded is not None else ([], [])
-
-    def save(
-        self,
-        devices: list[tuple[str, int, int]],
-        mwi: list[tuple[str, int, int, int]],
-        presence: list[tuple[str, int, str, str, int]] | None = None,
-        cluster: tuple[list[Any], list[Any]] | None = None,
-    ) -> None:
-        body: dict[str, Any] = {"devices": devices, "mwi": mwi}
-        if presence:
-            body["presence"] = presence
-        if cluster is not None:
-            body["cluster_mwi"], body["cluster_presence"] = cluster
-        atomic_write(self.path, json.dumps(body))
 
 
 def make_transport(cluster: ClusterConfig, node_name: str) -> Transport:
@@ -155,22 +65,6 @@ def make_transport(cluster: ClusterConfig, node_name: str) -> Transport:
 
         return NatsTransport.from_config(cluster, node_name)
     raise ConfigError(f"unknown transport {cluster.transport!r}")
-
-
-def _changed_keys(section: str, old: Any, new: Any) -> list[str]:
-    """``section.key`` for every field that differs between two configs of one section
-    (nested sections as ``section.sub.key``)."""
-    if old == new:
-        return []
-    if not dataclasses.is_dataclass(old) or not dataclasses.is_dataclass(new):
-        return [section]
-    keys: list[str] = []
-    for f in dataclasses.fields(old):
-        a, b = getattr(old, f.name), getattr(new, f.name)
-        if a != b:
-            both = dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b)
-            keys += _changed_keys(f"{section}.{f.name}", a, b) if both else [f"{section}.{f.name}"]
-    return keys
 
 
 class Daemon:
@@ -225,45 +119,8 @@ class Daemon:
         self._reload = asyncio.Event()
 
     # -- links to Asterisk ------------------------------------------------------------------
-    @staticmethod
-    def _make_links(ast: AsteriskConfig | None, state_dir: Path | None = None) -> list[Link]:
-        if ast is None:
-            return []
-        from .links.ami import AmiConfig, AmiLink, AmiLinkConfig
-
-        links: list[Link] = []
-        if ast.sip is not None:
-            from .links.sip.link import SipLink, sip_link_config
-
-            held = state_dir / "sip-published.json" if state_dir is not None else None
-            links.append(SipLink(sip_link_config(ast, state_file=held)))
-        if ast.ami is None:
-            return links
-        host, port = ast.ami
-        # Beside a SIP link, AMI shares nothing (DeviceStateChange would then carry Asterisk's
-        # aggregate, remote states included, back as local): it serves `pbxmesh hints`.
-        shared = ast.sip is None
-        links.append(
-            AmiLink(
-                AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),
-                AmiLinkConfig(
-                    include=ast.include if shared else (),
-                    exclude=ast.exclude,
-                    template=ast.remote_template,
-                    share_mwi=ast.mwi and shared,
-                    mwi_include=ast.include,
-                    mwi_exclude=ast.exclude,
-                    share_presence=ast.presence,
-                    presence_include=ast.include,
-                    presence_exclude=ast.exclude,
-                    down_grace=ast.down_grace,
-                ),
-            )
-        )
-        return links
-
     async def _open_links(self, ast: AsteriskConfig | None) -> None:
-        for link in self._make_links(ast, self.config.node.state_dir):
+        for link in asterisk_links(ast, self.config.node.state_dir):
             await self.node.add_link(link)
             self.links.append(link)
 
@@ -273,17 +130,7 @@ class Daemon:
         makes each Asterisk re-send its whole cache."""
         if ring is None:
             return
-        from .links.ring import RingLink, RingLinkConfig
-
-        link = RingLink(
-            RingLinkConfig(
-                group=ring.group,
-                include=ring.include,
-                exclude=ring.exclude,
-                mwi=ring.mwi,
-                down_grace=ring.down_grace,
-            )
-        )
+        link = ring_link(ring)
         await self.node.add_link(link)
         self.ring_link = link
         self.links.append(link)
@@ -427,14 +274,17 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
-        security_applied = self._reload_security(new)
-        control_applied = await self._reload_control(new)
+        old = self.config
+        security_applied = reload_security(
+            self.guard, self.node, old.node.name, old.security, new.security
+        )
+        control_applied = await reload_control(self.control, old.control, new.control)
         refused = [
             key
             for name in ("node", "cluster", "control", "security")
             if not (name == "security" and security_applied)
             and not (name == "control" and control_applied)
-            for key in _changed_keys(name, getattr(self.config, name), getattr(new, name))
+            for key in changed_keys(name, getattr(self.config, name), getattr(new, name))
         ]
         if refused:
             log.warning(
@@ -506,74 +356,6 @@ class Daemon:
                 log.error("reload: the running ring bridge did not restart either: %s", again)
             return False
         log.info("reload: ring link %s", "restarted" if new else "removed")
-        return True
-
-    async def _reload_control(self, new: Config) -> bool:
-        """A changed ``[control]``: a new token at once; a new listen address by rebinding
-        the control server (if that fails, it listens on the old address again)."""
-        control, old = self.control, self.config.control
-        if control is None or new.control == old:
-            return False
-        if new.control.listen == old.listen:
-            control.token = new.control.token
-            log.info("reload: [control] token %s", "set" if new.control.token else "removed")
-            return True
-        await control.close()
-        control.host, control.port = new.control.listen
-        control.token = new.control.token
-        try:
-            await control.start()
-        except OSError as exc:
-            await control.close()
-            control.host, control.port = old.listen
-            control.token = old.token
-            log.error(
-                "reload: cannot listen for the control API on %s:%d (%s); it stays on %s:%d",
-                *new.control.listen,
-                exc.strerror or exc,
-                *old.listen,
-            )
-            try:
-                await control.start()
-            except OSError as again:
-                log.error(
-                    "reload: the control API cannot listen on %s:%d again either (%s); "
-                    "restart pbxmesh",
-                    *old.listen,
-                    again.strerror or again,
-                )
-            return False
-        log.info("reload: [control] now listening on %s:%d", *new.control.listen)
-        return True
-
-    def _reload_security(self, new: Config) -> bool:
-        """Apply a changed list of nodes and grants at once (same key); True if applied."""
-        old = self.config.security
-        if new.security == old:
-            return False
-        if self.guard is None or new.security.key != old.key:
-            return False  # signing switched on/off or a new identity: restart
-        from .security import build_peers
-
-        try:
-            peers, require = build_peers(new.security, self.config.node.name)
-        except ConfigError as exc:
-            log.error("reload: [security] refused, keeping the running one: %s", exc)
-            return False
-        replace = getattr(self.guard, "replace_peers", None)
-        if replace is None:
-            return False
-        replace(peers, require, self.config.node.name)
-        was = {p.name for p in old.peers}
-        now = {p.name for p in new.security.peers}
-        revoked = self.node.revoke()
-        log.info(
-            "reload: [security] applied peers=%d added=%s removed=%s revoked_states=%d",
-            len(peers),
-            ",".join(sorted(now - was)) or "-",
-            ",".join(sorted(was - now)) or "-",
-            revoked,
-        )
         return True
 
     async def run(self) -> int:

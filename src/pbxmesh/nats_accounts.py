@@ -189,72 +189,91 @@ def parse_spec(
     users: set[str] = set()
     for i, t in enumerate(data.get("tenant", [])):
         where = f"{source} [[tenant]] #{i + 1}"
-        account = _str(t, "account", where) or ""
-        group = _str(t, "group", where) or ""
-        for key, value in (("account", account), ("group", group)):
-            if not _NAME.fullmatch(value):
-                raise ConfigError(f"{where}: {key} {value!r} must be letters, digits, '-', '_'")
-        if account in {x.account for x in tenants} or account == "SYS":
-            raise ConfigError(f"{where}: account {account!r} is used twice (or is SYS)")
-        nodes: list[NodeUser] = []
-        for j, n in enumerate(t.get("nodes", [])):
-            nwhere = f"{where} node #{j + 1}"
-            name = _str(n, "name", nwhere) or ""
-            member_token(name)
-            if name in {x.name for x in nodes}:
-                raise ConfigError(f"{nwhere}: node name {name!r} is used twice in {account}")
-            nkey = _str(n, "nkey", nwhere, required=False)
-            password = _str(n, "password", nwhere, required=False)
-            leaf = _str(n, "leaf", nwhere, required=False)
-            seed_file = None
-            if nkey == "generate":
-                nkey, seed_file = store.nkey(f"{account}/{name}/nkey", name, account)
-            if nkey is not None and not _NKEY.fullmatch(nkey):
-                raise ConfigError(f"{nwhere}: nkey must be a public user nkey (U + 55 chars)")
-            if nkey is not None and password is not None:
-                raise ConfigError(f"{nwhere}: give a password or an nkey, not both")
-            if nkey is None and password is None:
-                if not generate:
-                    raise ConfigError(
-                        f"{nwhere}: node {name!r} needs a password or nkey "
-                        "(or run with --generate-passwords)"
-                    )
-                user0 = _str(n, "user", nwhere, required=False) or f"{account}-{name}"
-                password = store.password(f"{account}/{name}", name, user0)
-            user = _str(n, "user", nwhere, required=False) or f"{account}-{name}"
-            if nkey is None:
-                if user in users:
-                    raise ConfigError(f"{nwhere}: user {user!r} is used twice; set user = ...")
-                users.add(user)
-            nodes.append(
-                NodeUser(
-                    name=name,
-                    user=user,
-                    password=password,
-                    nkey=nkey,
-                    leaf=leaf,
-                    seed_file=seed_file,
-                )
-            )
-        leafs: list[tuple[str, str]] = []
-        for j, lf in enumerate(t.get("leafs", [])):
-            lwhere = f"{where} leaf #{j + 1}"
-            luser = _str(lf, "user", lwhere) or ""
-            lpass = _str(lf, "password", lwhere, required=not generate)
-            if luser in users:
-                raise ConfigError(f"{lwhere}: user {luser!r} is used twice")
-            users.add(luser)
-            leafs.append((luser, lpass or store.password(f"{account}/leaf/{luser}", luser, luser)))
-        if not nodes:
-            raise ConfigError(f"{where}: a tenant needs at least one node")
-        servers = t.get("servers", [])
-        if not isinstance(servers, list) or not all(isinstance(x, str) for x in servers):
-            raise ConfigError(f"{where}: servers must be a list of tls:// or nats:// URLs")
-        tls_ca = _str(t, "tls_ca", where, required=False)
-        tenants.append(Tenant(account, group, tuple(nodes), tuple(leafs), tuple(servers), tls_ca))
+        tenants.append(_tenant(t, where, tenants, users, store, generate))
     if not tenants:
         raise ConfigError(f"{source}: no [[tenant]] given")
     return Spec(prefix=prefix, tenants=tuple(tenants), system=system)
+
+
+def _tenant(
+    t: dict[str, Any],
+    where: str,
+    tenants: list[Tenant],
+    users: set[str],
+    store: SecretStore,
+    generate: bool,
+) -> Tenant:
+    """One ``[[tenant]]``; ``users`` collects the user names taken so far, across tenants."""
+    account = _str(t, "account", where) or ""
+    group = _str(t, "group", where) or ""
+    for key, value in (("account", account), ("group", group)):
+        if not _NAME.fullmatch(value):
+            raise ConfigError(f"{where}: {key} {value!r} must be letters, digits, '-', '_'")
+    if account in {x.account for x in tenants} or account == "SYS":
+        raise ConfigError(f"{where}: account {account!r} is used twice (or is SYS)")
+    nodes: list[NodeUser] = []
+    for j, n in enumerate(t.get("nodes", [])):
+        nodes.append(
+            _node_user(n, f"{where} node #{j + 1}", account, nodes, users, store, generate)
+        )
+    leafs: list[tuple[str, str]] = []
+    for j, lf in enumerate(t.get("leafs", [])):
+        lwhere = f"{where} leaf #{j + 1}"
+        luser = _str(lf, "user", lwhere) or ""
+        lpass = _str(lf, "password", lwhere, required=not generate)
+        if luser in users:
+            raise ConfigError(f"{lwhere}: user {luser!r} is used twice")
+        users.add(luser)
+        leafs.append((luser, lpass or store.password(f"{account}/leaf/{luser}", luser, luser)))
+    if not nodes:
+        raise ConfigError(f"{where}: a tenant needs at least one node")
+    servers = t.get("servers", [])
+    if not isinstance(servers, list) or not all(isinstance(x, str) for x in servers):
+        raise ConfigError(f"{where}: servers must be a list of tls:// or nats:// URLs")
+    tls_ca = _str(t, "tls_ca", where, required=False)
+    return Tenant(account, group, tuple(nodes), tuple(leafs), tuple(servers), tls_ca)
+
+
+def _node_user(
+    n: dict[str, Any],
+    nwhere: str,
+    account: str,
+    nodes: list[NodeUser],
+    users: set[str],
+    store: SecretStore,
+    generate: bool,
+) -> NodeUser:
+    """One node of a tenant: its name, and a password or an nkey (made if asked to)."""
+    name = _str(n, "name", nwhere) or ""
+    member_token(name)
+    if name in {x.name for x in nodes}:
+        raise ConfigError(f"{nwhere}: node name {name!r} is used twice in {account}")
+    nkey = _str(n, "nkey", nwhere, required=False)
+    password = _str(n, "password", nwhere, required=False)
+    leaf = _str(n, "leaf", nwhere, required=False)
+    seed_file = None
+    if nkey == "generate":
+        nkey, seed_file = store.nkey(f"{account}/{name}/nkey", name, account)
+    if nkey is not None and not _NKEY.fullmatch(nkey):
+        raise ConfigError(f"{nwhere}: nkey must be a public user nkey (U + 55 chars)")
+    if nkey is not None and password is not None:
+        raise ConfigError(f"{nwhere}: give a password or an nkey, not both")
+    if nkey is None and password is None:
+        if not generate:
+            raise ConfigError(
+                f"{nwhere}: node {name!r} needs a password or nkey "
+                "(or run with --generate-passwords)"
+            )
+        user0 = _str(n, "user", nwhere, required=False) or f"{account}-{name}"
+        password = store.password(f"{account}/{name}", name, user0)
+    user = _str(n, "user", nwhere, required=False) or f"{account}-{name}"
+    if nkey is None:
+        if user in users:
+            raise ConfigError(f"{nwhere}: user {user!r} is used twice; set user = ...")
+        users.add(user)
+    return NodeUser(
+        name=name, user=user, password=password, nkey=nkey, leaf=leaf, seed_file=seed_file
+    )
 
 
 def _q(text: str) -> str:
