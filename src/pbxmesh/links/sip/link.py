@@ -74,17 +74,15 @@ import asyncio
 import contextlib
 import fnmatch
 import ipaddress
-import json
 import logging
-from pathlib import Path
 from typing import Final, Literal
 
 from ...eid import EID
-from ...errors import LinkError, PbxmeshError, StateError
-from ...files import atomic_write
+from ...errors import LinkError, PbxmeshError
 from ...states import DeviceState
 from ...tasks import cancel_and_wait
-from ..base import GraceTimer, Interest, Link, LinkPort, LinkStatus
+from ..base import Interest, LinkPort
+from ..common import LinkBase, Selection
 from .auth import DigestServer
 from .bodies import (
     CONTENT_TYPE,
@@ -100,6 +98,7 @@ from .diagnosis import Throttle, no_answer, refused, repeats
 from .driver import PublishDriver
 from .endpoint import SipEndpoint, Source
 from .headers import uri_user
+from .held import Held
 from .message import Request, Response
 from .publication import PublicationConfig, PublicationServer, respond
 from .transaction import Timers, make_response
@@ -122,17 +121,26 @@ def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> 
     )
 
 
-class SipLink(Link):
+class SipLink(LinkBase):
     """Links one Asterisk to the node over SIP PUBLISH; see the module docstring."""
 
     kind = "sip"
     interest = Interest.ORIGIN_DEVICES | Interest.MWI
+    log = log
+    gone_words = ("down", "it answers again")
 
     def __init__(self, config: SipLinkConfig, *, timers: Timers | None = None) -> None:
         self.config = config
-        self.port: LinkPort | None = None
-        self._down_timer = GraceTimer(config.down_grace, self._withdraw)
-        self.withdrawals = 0  # times Asterisk stayed down past down_grace
+        super().__init__(
+            Selection(
+                config.include,
+                config.exclude,
+                config.share_mwi,
+                config.mwi_include,
+                config.mwi_exclude,
+            ),
+            config.down_grace,
+        )
         host, lport = config.listen
         self.endpoint = SipEndpoint(host, lport, self._handle, timers=timers)
         self.server = PublicationServer(PublicationConfig(grace=config.grace))
@@ -157,23 +165,17 @@ class SipLink(Link):
         # Only Asterisk may publish: its address when the uri names one (a host name: any).
         self._peer_ip = _ip_literal(config.dest[0])
         #: (EID as published, device) -> state last published that is not UNKNOWN
-        self._held: dict[tuple[EID, str], DeviceState] = {}
-        self._held_dirty = False
+        self.held = Held(config.state_file)
         self._alive = False
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._resync_wanted = asyncio.Event()
         self._resync_refresh = False
         self._syncing = False
-        self._sync_done = asyncio.Event()
-        self._warned: set[str] = set()
         self._last_warning = -1e9
-        self.resyncs = 0
         self.refreshes_answered = 0  # re-publications Asterisk asked for with a refresh
         self.reconnects = 0
-        self.published = 0  # Asterisk's own changes reported to the node
         self.protocol_errors = 0  # PUBLISHes answered with an error
-        self.skipped = 0
         self.collisions = 0
         self.probes_failed = 0  # OPTIONS probes Asterisk did not answer
         self.publishes_refused = 0  # PUBLISHes Asterisk answered with a refusal
@@ -197,7 +199,7 @@ class SipLink(Link):
         except OSError as exc:
             host, lport = self.config.listen
             raise LinkError(f"cannot listen for SIP on {host}:{lport}: {exc}") from exc
-        self._load_held()
+        self.held.load()
         self._started = True
         self.driver.start()
         self._tasks = [
@@ -215,44 +217,7 @@ class SipLink(Link):
         self._tasks = []
         await self.driver.close()
         await self.endpoint.close()
-        self._save_held()
-
-    # -- what Asterisk holds from us, across restarts --------------------------------------
-
-    def _load_held(self) -> None:
-        path = self.config.state_file
-        if path is None:
-            return
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            held = {(EID.parse(e), str(d)): DeviceState[s] for e, d, s in rows}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Only a cache: without it, states of servers that left while pbxmesh was down
-            # stay in Asterisk until those servers come back or Asterisk restarts.
-            log.warning("SIP link: %s is unreadable (%s); starting without it", path, exc)
-            return
-        held.update(self._held)
-        self._held = held
-        log.info("SIP link: %d states published to Asterisk before the restart", len(held))
-
-    def _held_rows(self) -> list[list[str]]:
-        self._held_dirty = False
-        return [[str(e), d, s.name] for (e, d), s in self._held.items()]
-
-    def _save_held(self) -> None:
-        """At close: write what is held, on the loop (nothing else runs any more)."""
-        path = self.config.state_file
-        if path is not None and self._held_dirty:
-            _write_rows(path, self._held_rows())
-
-    async def _save_held_off_loop(self) -> None:
-        """Each keep-alive tick: a snapshot taken on the loop, written (fsync) in a thread, so
-        a slow disk never delays the answers Asterisk's one PUBLISH in flight waits for."""
-        path = self.config.state_file
-        if path is not None and self._held_dirty:
-            await asyncio.to_thread(_write_rows, path, self._held_rows())
+        self.held.save()
 
     @property
     def state(self) -> Literal["connected", "degraded", "disconnected"]:
@@ -271,40 +236,42 @@ class SipLink(Link):
             return "; ".join(dict.fromkeys(self._refusing.values()))
         return None
 
-    def status(self) -> LinkStatus:
+    def _address(self) -> str:
         host, port = self.config.dest
-        lhost, lport = self.config.listen
-        return LinkStatus(
-            kind=self.kind,
-            address=f"{host}:{port}",
-            connected=self.state == "connected",
-            resyncs=self.resyncs,
-            reconnects=self.reconnects,
-            published=self.published,
-            queue_depth=self.client.queued if self._started else 0,
-            protocol_errors=self.protocol_errors + self.endpoint.stats["malformed"],
-            extra={
-                "state": self.state,
-                "reason": self.reason,
-                "listen": f"{lhost}:{self.endpoint.port or lport}",
-                "asterisk_eid": str(self.asterisk_eid) if self.asterisk_eid else None,
-                "publications_in": len(self.server),
-                "in_flight": self.client.in_flight,
-                "publish_failures": self.driver.failures,
-                "eid_collisions": self.collisions,
-                "refreshes_answered": self.refreshes_answered,
-                "probes_failed": self.probes_failed,
-                "publishes_refused": self.publishes_refused,
-                "withdrawals": self.withdrawals,
-                "skipped": self.skipped,
-                "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
-                "timeouts": self.endpoint.stats["timeouts"],
-            },
-        )
+        return f"{host}:{port}"
 
-    async def wait_synced(self) -> None:
-        await self._sync_done.wait()
-        self._sync_done.clear()
+    def _connected(self) -> bool:
+        return self.state == "connected"
+
+    def _reachable(self) -> bool:
+        return self._alive
+
+    def _counts(self) -> dict[str, int]:
+        return {
+            "reconnects": self.reconnects,
+            "queue_depth": self.client.queued if self._started else 0,
+            "protocol_errors": self.protocol_errors + self.endpoint.stats["malformed"],
+        }
+
+    def _extra(self) -> dict[str, object]:
+        lhost, lport = self.config.listen
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "listen": f"{lhost}:{self.endpoint.port or lport}",
+            "asterisk_eid": str(self.asterisk_eid) if self.asterisk_eid else None,
+            "publications_in": len(self.server),
+            "in_flight": self.client.in_flight,
+            "publish_failures": self.driver.failures,
+            "eid_collisions": self.collisions,
+            "refreshes_answered": self.refreshes_answered,
+            "probes_failed": self.probes_failed,
+            "publishes_refused": self.publishes_refused,
+            "withdrawals": self.withdrawals,
+            "skipped": self.skipped,
+            "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
+            "timeouts": self.endpoint.stats["timeouts"],
+        }
 
     async def wait_idle(self) -> None:
         while True:
@@ -314,14 +281,6 @@ class SipLink(Link):
             await asyncio.sleep(0.01)
 
     # -- naming ----------------------------------------------------------------------------
-
-    def shares_device(self, device: str) -> bool:
-        return _selected(device, self.config.include, self.config.exclude)
-
-    def shares_mailbox(self, mailbox: str) -> bool:
-        return self.config.share_mwi and _selected(
-            mailbox, self.config.mwi_include, self.config.mwi_exclude
-        )
 
     def wire_eid(self, origin: EID) -> EID:
         """The EID ``origin``'s states are published under to this Asterisk."""
@@ -366,11 +325,11 @@ class SipLink(Link):
             state = neutral(device)  # removed: a value that never wins (module docstring)
         key = (eid, device)
         if state is DeviceState.UNKNOWN or state is DeviceState.INVALID:
-            if self._held.pop(key, None) is None:
+            if self.held.states.pop(key, None) is None:
                 return  # Asterisk holds nothing there (and would swallow UNKNOWN anyway)
-        elif self._held.get(key) is not state:
-            self._held[key] = state
-        self._held_dirty = True
+        elif self.held.states.get(key) is not state:
+            self.held.states[key] = state
+        self.held.dirty = True
         self._send(DeviceStateBody(device, state, eid))
 
     def _send(self, body: Body) -> None:
@@ -464,29 +423,11 @@ class SipLink(Link):
                 if self._alive:
                     self._want_resync(refresh=False)
             case DeviceStateBody():
-                if not self.shares_device(body.device):
-                    return
-                try:
-                    port.device(body.device, body.state)
-                except StateError as exc:
-                    self._skip(body.device, exc)
-                    return
-                self.published += 1
+                if self.shares_device(body.device):
+                    self._report(body.device, lambda: port.device(body.device, body.state))
             case MailboxStateBody():
-                if not self.shares_mailbox(body.uniqueid):
-                    return
-                try:
-                    port.mwi(body.uniqueid, body.new, body.old)
-                except StateError as exc:
-                    self._skip(body.uniqueid, exc)
-                    return
-                self.published += 1
-
-    def _skip(self, name: str, exc: StateError) -> None:
-        self.skipped += 1
-        if name not in self._warned and len(self._warned) < 1000:
-            self._warned.add(name)
-            log.warning("not shared: %s", exc)
+                if self.shares_mailbox(body.uniqueid):
+                    self._report(body.uniqueid, lambda: port.mwi(body.uniqueid, body.new, body.old))
 
     # -- liveness and resync ---------------------------------------------------------------
 
@@ -495,9 +436,9 @@ class SipLink(Link):
             return
         self._alive = alive
         host, port = self.config.dest
-        self._down_timer.cancel()
+        self._came_up()
         if not alive and self.port is not None:
-            self._down_timer.start()
+            self._went_down()
         if alive:
             self._was_up = True
             self._down_reason = None
@@ -576,21 +517,6 @@ class SipLink(Link):
         self._retry_at = now + self._retry_interval
         self._send(RefreshBody(self.wire_eid(self.port.origin)))
 
-    def _withdraw(self) -> None:
-        if self.port is None or self._alive:
-            return
-        self.withdrawals += 1
-        withdrawn = self.port.withdraw()
-        host, port = self.config.dest
-        log.warning(
-            "Asterisk at %s:%d down for %.1f s: %d device state(s) of this server withdrawn "
-            "from the cluster until it answers again",
-            host,
-            port,
-            self.config.down_grace,
-            withdrawn,
-        )
-
     async def _probe(self) -> bool:
         host, port = self.config.dest
         request = Request(
@@ -625,7 +551,7 @@ class SipLink(Link):
             if up:
                 self._retry_refused(loop.time())
             self.server.expire(loop.time())
-            await self._save_held_off_loop()
+            await self.held.save_off_loop()
             await asyncio.sleep(self.config.keepalive)
 
     def _want_resync(self, *, refresh: bool) -> None:
@@ -655,14 +581,14 @@ class SipLink(Link):
         for device, origin, state in port.origin_devices():
             if self.shares_device(device) and state not in (DeviceState.INVALID,):
                 current[(self.wire_eid(origin), device)] = state
-        stale = [key for key in self._held if key not in current]
+        stale = [key for key in self.held.states if key not in current]
         for eid, device in stale:
             self._send(DeviceStateBody(device, neutral(device), eid))
-            del self._held[(eid, device)]
+            del self.held.states[(eid, device)]
         for (eid, device), state in current.items():
-            self._held[(eid, device)] = state
+            self.held.states[(eid, device)] = state
             self._send(DeviceStateBody(device, state, eid))
-        self._held_dirty = True
+        self.held.dirty = True
         mailboxes = 0
         for box, (new, old, writer) in port.remote_mwi().items():
             if self.shares_mailbox(box):
@@ -672,8 +598,7 @@ class SipLink(Link):
             async with asyncio.timeout(60):
                 await self.driver.wait_idle()
         if refresh:  # one per link-up ("connection"); Asterisk's own refreshes are counted apart
-            self.resyncs += 1
-            self._sync_done.set()
+            self._synced()
         else:
             self.refreshes_answered += 1
         log.info(
@@ -691,10 +616,3 @@ def _ip_literal(host: str) -> str | None:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return None
-
-
-def _write_rows(path: Path, rows: list[list[str]]) -> None:
-    try:
-        atomic_write(path, json.dumps(rows))
-    except OSError as exc:
-        log.warning("SIP link: cannot write %s: %s", path, exc)
