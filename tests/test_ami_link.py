@@ -341,13 +341,13 @@ async def test_nothing_is_written_between_a_reconnect_and_its_resync(mesh: Harne
     await mesh.start()
     box = "3100@default"
     release = asyncio.Event()
-    original = mesh.link._set_filters
+    original = mesh.link.resync.set_filters
 
     async def slow_filters(client: Any) -> None:  # a slow first round trip of the session
         await release.wait()
         await original(client)
 
-    mesh.link._set_filters = slow_filters  # type: ignore[method-assign]
+    mesh.link.resync.set_filters = slow_filters  # type: ignore[method-assign]
     mesh.sim.drop_connections()
     await wait_until(lambda: not mesh.link.client.connected, 5, "the drop seen")
     async with asyncio.timeout(5):
@@ -373,7 +373,7 @@ async def test_a_local_change_during_a_resync_is_not_overwritten_by_it(mesh: Har
     for box in (first, shared):
         mesh.cluster.mailboxes[box] = (8, 6)
     paused, release = asyncio.Event(), asyncio.Event()
-    original = mesh.link._write_mwi
+    original = mesh.link.writer.write_mwi
 
     async def slow_first(box: str, new: int, old: int) -> None:
         if box == first and not release.is_set():
@@ -381,7 +381,7 @@ async def test_a_local_change_during_a_resync_is_not_overwritten_by_it(mesh: Har
             await release.wait()
         await original(box, new, old)
 
-    mesh.link._write_mwi = slow_first  # type: ignore[method-assign]
+    mesh.link.writer.write_mwi = slow_first  # type: ignore[method-assign]
     mesh.sim.drop_connections()  # the resync at the reconnect writes both remote counts
     async with asyncio.timeout(10):
         await paused.wait()

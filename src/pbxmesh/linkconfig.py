@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .links.ami import AmiConfig, AmiLinkConfig
     from .links.base import Link
     from .links.ring import RingLinkConfig
-    from .links.sip.link import SipLinkConfig
+    from .links.sip.config import SipLinkConfig
 
 __all__ = ["ami_link_config", "asterisk_links", "ring_link", "ring_link_config", "sip_link_config"]
 
@@ -56,8 +56,8 @@ def ami_link_config(ast: AsteriskConfig) -> tuple[AmiConfig, AmiLinkConfig]:
 
 def sip_link_config(ast: AsteriskConfig, *, state_file: Path | None = None) -> SipLinkConfig:
     """The SIP PUBLISH link's configuration from ``[asterisk]`` and ``[asterisk.sip]``."""
+    from .links.sip.config import SipLinkConfig
     from .links.sip.headers import uri_user
-    from .links.sip.link import SipLinkConfig
 
     sip = ast.sip
     if sip is None:

@@ -74,18 +74,15 @@ import asyncio
 import contextlib
 import fnmatch
 import ipaddress
-import json
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from ...eid import EID
-from ...errors import ConfigError, LinkError, PbxmeshError, StateError
-from ...files import atomic_write
+from ...errors import LinkError, PbxmeshError
 from ...states import DeviceState
 from ...tasks import cancel_and_wait
-from ..base import GraceTimer, Interest, Link, LinkPort, LinkStatus
+from ..base import Interest, LinkPort
+from ..common import LinkBase, Selection
 from .auth import DigestServer
 from .bodies import (
     CONTENT_TYPE,
@@ -96,18 +93,17 @@ from .bodies import (
     RefreshBody,
 )
 from .client import PublishClient, PublishConfig, PublishFailure
+from .config import SipLinkConfig, neutral, stand_in, uri_hostport
 from .diagnosis import Throttle, no_answer, refused, repeats
 from .driver import PublishDriver
 from .endpoint import SipEndpoint, Source
 from .headers import uri_user
+from .held import Held
 from .message import Request, Response
 from .publication import PublicationConfig, PublicationServer, respond
 from .transaction import Timers, make_response
 
-if TYPE_CHECKING:
-    from ...config import AsteriskConfig
-
-__all__ = ["SipLink", "SipLinkConfig", "sip_link_config", "stand_in", "uri_hostport"]
+__all__ = ["SipLink", "SipLinkConfig", "stand_in", "uri_hostport"]
 
 log = logging.getLogger(__name__)
 
@@ -119,115 +115,32 @@ _RETRY_FIRST: Final = 5.0
 _RETRY_MAX: Final = 60.0
 
 
-def uri_hostport(uri: str) -> tuple[str, int]:
-    """``(host, port)`` of a ``sip:user@host[:port][;params]`` URI (port 5060 by default)."""
-    _, colon, rest = uri.partition(":")
-    hostpart = rest.rpartition("@")[2].split(";")[0].split("?")[0]
-    if not colon or not hostpart:
-        raise ConfigError(f"{uri!r} is not a sip:user@host:port URI")
-    if hostpart.startswith("["):
-        host, _, tail = hostpart[1:].partition("]")
-        port_text = tail[1:] if tail.startswith(":") else ""
-    else:
-        host, _, port_text = hostpart.partition(":")
-    if not host:
-        raise ConfigError(f"{uri!r} has no host")
-    if not port_text:
-        return host, 5060
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{uri!r} has no valid port")
-    return host, int(port_text)
-
-
-def stand_in(origin: EID) -> EID:
-    """The EID to publish ``origin`` under when it equals the receiving Asterisk's own.
-
-    The locally administered bit (0x02 of the first byte) flipped: distinct from ``origin`` and
-    stable, so every publication of that origin lands in one slot of Asterisk's cache.
-    """
-    raw = bytearray(origin.raw)
-    raw[0] ^= 0x02
-    if not any(raw):
-        raw[5] ^= 0x01
-    return EID(bytes(raw))
-
-
-def neutral(device: str) -> DeviceState:
-    """What a removed slot is published as: the value Asterisk would show had that server
-    never published the device.
-
-    Both candidates lose to every real state (INVALID is the identity of the aggregation,
-    UNKNOWN beats only INVALID); they differ when nothing else holds the device. A ``Custom:``
-    device nobody set reads UNKNOWN from func_devstate, so UNKNOWN (hint ``Idle``); any other
-    device a server does not have reads INVALID (hint ``Unavailable``), so INVALID.
-    """
-    return DeviceState.UNKNOWN if device[:7].lower() == "custom:" else DeviceState.INVALID
-
-
-@dataclass(frozen=True, slots=True)
-class SipLinkConfig:
-    """The ``[asterisk.sip]`` section, plus what the link shares."""
-
-    # pbxmesh's SIP listener (UDP and TCP): Asterisk's outbound-publish sends here.
-    listen: tuple[str, int] = ("127.0.0.1", 5070)
-    # Asterisk's inbound-publication: pbxmesh PUBLISHes here; its user names the section.
-    uri: str = "sip:pbxmesh@127.0.0.1:5060"
-    # The Request-URI user Asterisk's outbound-publish must use towards us (404 otherwise).
-    resource: str = "pbxmesh"
-    username: str | None = None  # digest in both directions, when given with secret
-    secret: str | None = None
-    transport: Literal["udp", "tcp"] = "udp"
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
-    share_mwi: bool = True
-    mwi_include: tuple[str, ...] = ("*",)
-    mwi_exclude: tuple[str, ...] = ()
-    slots: int = 8  # publications per EID and package: PUBLISHes in flight per EID
-    expires: int = 3600  # what our publications ask for
-    grace: float = 60.0  # Asterisk's publications are kept this long past their expiry
-    keepalive: float = 1.0  # seconds between OPTIONS probes
-    keepalive_timeout: float = 2.0  # a probe unanswered this long: Asterisk is down
-    # Seconds Asterisk may stay down before the device states it published stop counting in
-    # the cluster (LinkPort.withdraw), counted from the probe that found it down.
-    down_grace: float = 5.0
-    asterisk_eid: EID | None = None  # Asterisk's entityid, if known before its first body
-    # Where the (EID, device) pairs Asterisk holds from this link are kept, so that a restarted
-    # pbxmesh still neutralises those of servers that left while it was down.
-    state_file: Path | None = None
-
-    def __post_init__(self) -> None:
-        uri_hostport(self.uri)
-        if (self.username is None) != (self.secret is None):
-            raise ConfigError("give both username and secret, or neither")
-        if self.transport not in ("udp", "tcp"):
-            raise ConfigError(f'transport must be "udp" or "tcp", not {self.transport!r}')
-        if not self.resource or not self.resource.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"resource {self.resource!r} must be letters, digits, '-', '_'")
-        if self.keepalive <= 0 or self.keepalive_timeout <= 0 or self.slots < 1:
-            raise ConfigError("keepalive, keepalive_timeout and slots must be positive")
-
-    @property
-    def dest(self) -> tuple[str, int]:
-        return uri_hostport(self.uri)
-
-
 def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
         fnmatch.fnmatchcase(name, p) for p in exclude
     )
 
 
-class SipLink(Link):
+class SipLink(LinkBase):
     """Links one Asterisk to the node over SIP PUBLISH; see the module docstring."""
 
     kind = "sip"
     interest = Interest.ORIGIN_DEVICES | Interest.MWI
+    log = log
+    gone_words = ("down", "it answers again")
 
     def __init__(self, config: SipLinkConfig, *, timers: Timers | None = None) -> None:
         self.config = config
-        self.port: LinkPort | None = None
-        self._down_timer = GraceTimer(config.down_grace, self._withdraw)
-        self.withdrawals = 0  # times Asterisk stayed down past down_grace
+        super().__init__(
+            Selection(
+                config.include,
+                config.exclude,
+                config.share_mwi,
+                config.mwi_include,
+                config.mwi_exclude,
+            ),
+            config.down_grace,
+        )
         host, lport = config.listen
         self.endpoint = SipEndpoint(host, lport, self._handle, timers=timers)
         self.server = PublicationServer(PublicationConfig(grace=config.grace))
@@ -252,23 +165,17 @@ class SipLink(Link):
         # Only Asterisk may publish: its address when the uri names one (a host name: any).
         self._peer_ip = _ip_literal(config.dest[0])
         #: (EID as published, device) -> state last published that is not UNKNOWN
-        self._held: dict[tuple[EID, str], DeviceState] = {}
-        self._held_dirty = False
+        self.held = Held(config.state_file)
         self._alive = False
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._resync_wanted = asyncio.Event()
         self._resync_refresh = False
         self._syncing = False
-        self._sync_done = asyncio.Event()
-        self._warned: set[str] = set()
         self._last_warning = -1e9
-        self.resyncs = 0
         self.refreshes_answered = 0  # re-publications Asterisk asked for with a refresh
         self.reconnects = 0
-        self.published = 0  # Asterisk's own changes reported to the node
         self.protocol_errors = 0  # PUBLISHes answered with an error
-        self.skipped = 0
         self.collisions = 0
         self.probes_failed = 0  # OPTIONS probes Asterisk did not answer
         self.publishes_refused = 0  # PUBLISHes Asterisk answered with a refusal
@@ -292,7 +199,7 @@ class SipLink(Link):
         except OSError as exc:
             host, lport = self.config.listen
             raise LinkError(f"cannot listen for SIP on {host}:{lport}: {exc}") from exc
-        self._load_held()
+        self.held.load()
         self._started = True
         self.driver.start()
         self._tasks = [
@@ -310,44 +217,7 @@ class SipLink(Link):
         self._tasks = []
         await self.driver.close()
         await self.endpoint.close()
-        self._save_held()
-
-    # -- what Asterisk holds from us, across restarts --------------------------------------
-
-    def _load_held(self) -> None:
-        path = self.config.state_file
-        if path is None:
-            return
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            held = {(EID.parse(e), str(d)): DeviceState[s] for e, d, s in rows}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Only a cache: without it, states of servers that left while pbxmesh was down
-            # stay in Asterisk until those servers come back or Asterisk restarts.
-            log.warning("SIP link: %s is unreadable (%s); starting without it", path, exc)
-            return
-        held.update(self._held)
-        self._held = held
-        log.info("SIP link: %d states published to Asterisk before the restart", len(held))
-
-    def _held_rows(self) -> list[list[str]]:
-        self._held_dirty = False
-        return [[str(e), d, s.name] for (e, d), s in self._held.items()]
-
-    def _save_held(self) -> None:
-        """At close: write what is held, on the loop (nothing else runs any more)."""
-        path = self.config.state_file
-        if path is not None and self._held_dirty:
-            _write_rows(path, self._held_rows())
-
-    async def _save_held_off_loop(self) -> None:
-        """Each keep-alive tick: a snapshot taken on the loop, written (fsync) in a thread, so
-        a slow disk never delays the answers Asterisk's one PUBLISH in flight waits for."""
-        path = self.config.state_file
-        if path is not None and self._held_dirty:
-            await asyncio.to_thread(_write_rows, path, self._held_rows())
+        self.held.save()
 
     @property
     def state(self) -> Literal["connected", "degraded", "disconnected"]:
@@ -366,40 +236,42 @@ class SipLink(Link):
             return "; ".join(dict.fromkeys(self._refusing.values()))
         return None
 
-    def status(self) -> LinkStatus:
+    def _address(self) -> str:
         host, port = self.config.dest
-        lhost, lport = self.config.listen
-        return LinkStatus(
-            kind=self.kind,
-            address=f"{host}:{port}",
-            connected=self.state == "connected",
-            resyncs=self.resyncs,
-            reconnects=self.reconnects,
-            published=self.published,
-            queue_depth=self.client.queued if self._started else 0,
-            protocol_errors=self.protocol_errors + self.endpoint.stats["malformed"],
-            extra={
-                "state": self.state,
-                "reason": self.reason,
-                "listen": f"{lhost}:{self.endpoint.port or lport}",
-                "asterisk_eid": str(self.asterisk_eid) if self.asterisk_eid else None,
-                "publications_in": len(self.server),
-                "in_flight": self.client.in_flight,
-                "publish_failures": self.driver.failures,
-                "eid_collisions": self.collisions,
-                "refreshes_answered": self.refreshes_answered,
-                "probes_failed": self.probes_failed,
-                "publishes_refused": self.publishes_refused,
-                "withdrawals": self.withdrawals,
-                "skipped": self.skipped,
-                "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
-                "timeouts": self.endpoint.stats["timeouts"],
-            },
-        )
+        return f"{host}:{port}"
 
-    async def wait_synced(self) -> None:
-        await self._sync_done.wait()
-        self._sync_done.clear()
+    def _connected(self) -> bool:
+        return self.state == "connected"
+
+    def _reachable(self) -> bool:
+        return self._alive
+
+    def _counts(self) -> dict[str, int]:
+        return {
+            "reconnects": self.reconnects,
+            "queue_depth": self.client.queued if self._started else 0,
+            "protocol_errors": self.protocol_errors + self.endpoint.stats["malformed"],
+        }
+
+    def _extra(self) -> dict[str, object]:
+        lhost, lport = self.config.listen
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "listen": f"{lhost}:{self.endpoint.port or lport}",
+            "asterisk_eid": str(self.asterisk_eid) if self.asterisk_eid else None,
+            "publications_in": len(self.server),
+            "in_flight": self.client.in_flight,
+            "publish_failures": self.driver.failures,
+            "eid_collisions": self.collisions,
+            "refreshes_answered": self.refreshes_answered,
+            "probes_failed": self.probes_failed,
+            "publishes_refused": self.publishes_refused,
+            "withdrawals": self.withdrawals,
+            "skipped": self.skipped,
+            "retransmissions_absorbed": self.endpoint.stats["retransmissions_absorbed"],
+            "timeouts": self.endpoint.stats["timeouts"],
+        }
 
     async def wait_idle(self) -> None:
         while True:
@@ -409,14 +281,6 @@ class SipLink(Link):
             await asyncio.sleep(0.01)
 
     # -- naming ----------------------------------------------------------------------------
-
-    def shares_device(self, device: str) -> bool:
-        return _selected(device, self.config.include, self.config.exclude)
-
-    def shares_mailbox(self, mailbox: str) -> bool:
-        return self.config.share_mwi and _selected(
-            mailbox, self.config.mwi_include, self.config.mwi_exclude
-        )
 
     def wire_eid(self, origin: EID) -> EID:
         """The EID ``origin``'s states are published under to this Asterisk."""
@@ -461,11 +325,11 @@ class SipLink(Link):
             state = neutral(device)  # removed: a value that never wins (module docstring)
         key = (eid, device)
         if state is DeviceState.UNKNOWN or state is DeviceState.INVALID:
-            if self._held.pop(key, None) is None:
+            if self.held.states.pop(key, None) is None:
                 return  # Asterisk holds nothing there (and would swallow UNKNOWN anyway)
-        elif self._held.get(key) is not state:
-            self._held[key] = state
-        self._held_dirty = True
+        elif self.held.states.get(key) is not state:
+            self.held.states[key] = state
+        self.held.dirty = True
         self._send(DeviceStateBody(device, state, eid))
 
     def _send(self, body: Body) -> None:
@@ -559,29 +423,11 @@ class SipLink(Link):
                 if self._alive:
                     self._want_resync(refresh=False)
             case DeviceStateBody():
-                if not self.shares_device(body.device):
-                    return
-                try:
-                    port.device(body.device, body.state)
-                except StateError as exc:
-                    self._skip(body.device, exc)
-                    return
-                self.published += 1
+                if self.shares_device(body.device):
+                    self._report(body.device, lambda: port.device(body.device, body.state))
             case MailboxStateBody():
-                if not self.shares_mailbox(body.uniqueid):
-                    return
-                try:
-                    port.mwi(body.uniqueid, body.new, body.old)
-                except StateError as exc:
-                    self._skip(body.uniqueid, exc)
-                    return
-                self.published += 1
-
-    def _skip(self, name: str, exc: StateError) -> None:
-        self.skipped += 1
-        if name not in self._warned and len(self._warned) < 1000:
-            self._warned.add(name)
-            log.warning("not shared: %s", exc)
+                if self.shares_mailbox(body.uniqueid):
+                    self._report(body.uniqueid, lambda: port.mwi(body.uniqueid, body.new, body.old))
 
     # -- liveness and resync ---------------------------------------------------------------
 
@@ -590,9 +436,9 @@ class SipLink(Link):
             return
         self._alive = alive
         host, port = self.config.dest
-        self._down_timer.cancel()
+        self._came_up()
         if not alive and self.port is not None:
-            self._down_timer.start()
+            self._went_down()
         if alive:
             self._was_up = True
             self._down_reason = None
@@ -677,21 +523,6 @@ class SipLink(Link):
         self._retry_at = now + self._retry_interval
         self._send(RefreshBody(self.wire_eid(self.port.origin)))
 
-    def _withdraw(self) -> None:
-        if self.port is None or self._alive:
-            return
-        self.withdrawals += 1
-        withdrawn = self.port.withdraw()
-        host, port = self.config.dest
-        log.warning(
-            "Asterisk at %s:%d down for %.1f s: %d device state(s) of this server withdrawn "
-            "from the cluster until it answers again",
-            host,
-            port,
-            self.config.down_grace,
-            withdrawn,
-        )
-
     async def _probe(self) -> bool:
         host, port = self.config.dest
         request = Request(
@@ -726,7 +557,7 @@ class SipLink(Link):
             if up:
                 self._retry_refused(loop.time())
             self.server.expire(loop.time())
-            await self._save_held_off_loop()
+            await self.held.save_off_loop()
             await asyncio.sleep(self.config.keepalive)
 
     def _want_resync(self, *, refresh: bool) -> None:
@@ -756,14 +587,14 @@ class SipLink(Link):
         for device, origin, state in port.origin_devices():
             if self.shares_device(device) and state not in (DeviceState.INVALID,):
                 current[(self.wire_eid(origin), device)] = state
-        stale = [key for key in self._held if key not in current]
+        stale = [key for key in self.held.states if key not in current]
         for eid, device in stale:
             self._send(DeviceStateBody(device, neutral(device), eid))
-            del self._held[(eid, device)]
+            del self.held.states[(eid, device)]
         for (eid, device), state in current.items():
-            self._held[(eid, device)] = state
+            self.held.states[(eid, device)] = state
             self._send(DeviceStateBody(device, state, eid))
-        self._held_dirty = True
+        self.held.dirty = True
         mailboxes = 0
         for box, (new, old, writer) in port.remote_mwi().items():
             if self.shares_mailbox(box):
@@ -773,8 +604,7 @@ class SipLink(Link):
             async with asyncio.timeout(60):
                 await self.driver.wait_idle()
         if refresh:  # one per link-up ("connection"); Asterisk's own refreshes are counted apart
-            self.resyncs += 1
-            self._sync_done.set()
+            self._synced()
         else:
             self.refreshes_answered += 1
         log.info(
@@ -792,36 +622,3 @@ def _ip_literal(host: str) -> str | None:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return None
-
-
-def _write_rows(path: Path, rows: list[list[str]]) -> None:
-    try:
-        atomic_write(path, json.dumps(rows))
-    except OSError as exc:
-        log.warning("SIP link: cannot write %s: %s", path, exc)
-
-
-def sip_link_config(ast: AsteriskConfig, *, state_file: Path | None = None) -> SipLinkConfig:
-    """The link's configuration from ``[asterisk]`` and ``[asterisk.sip]``."""
-    sip = ast.sip
-    if sip is None:
-        raise ConfigError("no [asterisk.sip] section")
-    return SipLinkConfig(
-        listen=sip.listen,
-        uri=sip.uri,
-        resource=_uri_user(sip.uri),
-        username=sip.username,
-        secret=sip.secret,
-        transport="tcp" if sip.transport == "tcp" else "udp",
-        include=ast.include,
-        exclude=ast.exclude,
-        share_mwi=ast.mwi,
-        mwi_include=ast.include,
-        mwi_exclude=ast.exclude,
-        state_file=state_file,
-        down_grace=ast.down_grace,
-    )
-
-
-def _uri_user(uri: str) -> str:
-    return uri_user(uri) or "pbxmesh"
