@@ -72,7 +72,7 @@ from ..presence import PresenceState
 from ..states import DeviceState
 
 if TYPE_CHECKING:
-    from ..node.membership import MemberInfo
+    from ..members import MemberInfo
 
 __all__ = ["BridgePort", "GraceTimer", "Hint", "Interest", "Link", "LinkPort", "LinkStatus"]
 

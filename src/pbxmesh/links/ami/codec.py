@@ -213,14 +213,19 @@ class AmiCodec:
             headers = tuple(self._headers)
             self._reset_block()
             return self._build(headers)
+        self._take_header(line)
+        return None
+
+    def _take_header(self, line: str) -> None:
+        """One ``Key: Value`` line of the block being read."""
         key, sep, value = line.partition(":")
         if not sep or not key or key.strip() != key or "\r" in line:
             if self.role is Role.SERVER:
-                return None  # Asterisk keeps such a line but no header lookup can match it
+                return  # Asterisk keeps such a line but no header lookup can match it
             raise self._fail(f"AMI line {line[:60]!r} is not 'Key: Value'")
         if self.role is Role.SERVER:
             if len(self._headers) >= MAX_HEADERS:
-                return None  # Asterisk stores at most 128 headers and ignores the rest
+                return  # Asterisk stores at most 128 headers and ignores the rest
             value = value.lstrip(" \t")
         elif value.startswith(" "):
             value = value[1:]
@@ -232,7 +237,6 @@ class AmiCodec:
         ):
             self._follows = True
         self._headers.append((key, value))
-        return None
 
     def _take_legacy(self, line: str) -> AmiMessage | None:
         end = line.endswith(_END_COMMAND)

@@ -56,7 +56,7 @@ from typing import cast
 
 from ...eid import EID
 from ...errors import ConfigError, PbxmeshError, RingPlacementError, StateError
-from ...node.membership import MemberInfo
+from ...members import MemberInfo
 from ...states import DeviceState
 from ...tasks import cancel_and_wait
 from ...transport.base import LinkState, MembershipChange, Message, Transport

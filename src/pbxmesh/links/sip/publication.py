@@ -160,6 +160,13 @@ class PublicationServer:
             del self._live[(pub.resource, pub.event, pub.etag)]
         return gone
 
+    def _full(self, now: float) -> bool:
+        """Whether no new publication fits, once the expired ones are gone."""
+        if len(self._live) < self.config.max_publications:
+            return False
+        self.expire(now)
+        return len(self._live) >= self.config.max_publications
+
     def handle(self, request: Request, now: float) -> Outcome:
         """Decide the answer to a PUBLISH (the caller has checked method and authentication)."""
         cfg = self.config
@@ -167,12 +174,9 @@ class PublicationServer:
         if event not in self.packages:
             allow = ("Allow-Events", ", ".join(self.packages))
             return _bad(489, f"event package {event or '(none)'!r:.40} is not served", allow)
-        raw_expires = request.get("Expires")
-        expires: int | None = None
-        if raw_expires is not None:
-            if not raw_expires.isascii() or not raw_expires.isdigit() or len(raw_expires) > 10:
-                return _bad(400, f"Expires {raw_expires!r:.20} is not a number of seconds")
-            expires = int(raw_expires)
+        expires = _expires(request.get("Expires"))
+        if isinstance(expires, Outcome):
+            return expires
         resource = uri_user(request.uri) or ""
         if_match = request.get("SIP-If-Match")
         pub: Publication | None = None
@@ -188,21 +192,15 @@ class PublicationServer:
             return Outcome(200, kind="remove", etag=pub.etag, expires=0)
         body: Body | None = None
         if request.body:
-            ctype = (request.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype != CONTENT_TYPE:
-                detail = f"content type {ctype or '(none)'!r:.40} is not {CONTENT_TYPE}"
-                return _bad(415, detail, ("Accept", CONTENT_TYPE))
-            try:
-                body = decode_body(event, request.body)
-            except RemoteProtocolError as exc:
-                return _bad(400, str(exc))
+            decoded = _decode(request, event)
+            if isinstance(decoded, Outcome):
+                return decoded
+            body = decoded
         elif pub is None:
             return _bad(400, "an initial PUBLISH needs a body")
         granted = cfg.default_expires if expires is None else min(expires, cfg.max_expires)
-        if pub is None and granted > 0 and len(self._live) >= cfg.max_publications:
-            self.expire(now)
-            if len(self._live) >= cfg.max_publications:
-                return _bad(503, "too many publications", ("Retry-After", "60"))
+        if pub is None and granted > 0 and self._full(now):
+            return _bad(503, "too many publications", ("Retry-After", "60"))
         etag = self._new_etag()
         kind: Kind = "initial" if pub is None else ("modify" if body is not None else "refresh")
         publisher = str(body.eid) if body is not None else (pub.publisher if pub else None)
@@ -213,6 +211,27 @@ class PublicationServer:
                 resource, event, etag, now + granted, publisher
             )
         return Outcome(200, kind=kind, etag=etag, expires=granted, body=body)
+
+
+def _expires(raw: str | None) -> int | Outcome | None:
+    """The Expires header's seconds, None when absent, or the 400 for a bad one."""
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        return _bad(400, f"Expires {raw!r:.20} is not a number of seconds")
+    return int(raw)
+
+
+def _decode(request: Request, event: str) -> Body | Outcome:
+    """The PUBLISH body, or the 415/400 that refuses it."""
+    ctype = (request.get("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != CONTENT_TYPE:
+        detail = f"content type {ctype or '(none)'!r:.40} is not {CONTENT_TYPE}"
+        return _bad(415, detail, ("Accept", CONTENT_TYPE))
+    try:
+        return decode_body(event, request.body)
+    except RemoteProtocolError as exc:
+        return _bad(400, str(exc))
 
 
 def respond(
