@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pbxmesh.links.sip import link as link_module
+from pbxmesh.links.sip import health as health_module
 from pbxmesh.links.sip.client import PublishFailure
 from pbxmesh.links.sip.diagnosis import Throttle, no_answer, refused
 from pbxmesh.links.sip.endpoint import SipEndpoint, Source
@@ -118,8 +118,8 @@ async def test_a_degraded_link_tries_again_by_itself(
     """Nothing changes in the cluster: the link's own refresh finds Asterisk fixed."""
     link, asterisk = refusing
     await until(lambda: link.state == "degraded", "degraded")
-    monkeypatch.setattr(link_module, "_RETRY_MAX", 0.2)
-    link._retry_at = 0.0  # the first retry is due now, the next ones within 0.2 s
+    monkeypatch.setattr(health_module, "RETRY_MAX", 0.2)
+    link.health.retry_at = 0.0  # the first retry is due now, the next ones within 0.2 s
     asterisk.status = None
     await until(lambda: link.state == "connected", "connected after its own refresh")
 

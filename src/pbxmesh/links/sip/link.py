@@ -72,10 +72,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
-import ipaddress
 import logging
-from typing import Final, Literal
+from typing import Literal
 
 from ...eid import EID
 from ...errors import LinkError, PbxmeshError
@@ -83,10 +81,7 @@ from ...states import DeviceState
 from ...tasks import cancel_and_wait
 from ..base import Interest, LinkPort
 from ..common import LinkBase, Selection
-from .auth import DigestServer
 from .bodies import (
-    CONTENT_TYPE,
-    PACKAGES,
     Body,
     DeviceStateBody,
     MailboxStateBody,
@@ -94,31 +89,18 @@ from .bodies import (
 )
 from .client import PublishClient, PublishConfig, PublishFailure
 from .config import SipLinkConfig, neutral, stand_in, uri_hostport
-from .diagnosis import Throttle, no_answer, refused, repeats
+from .diagnosis import no_answer, refused
 from .driver import PublishDriver
 from .endpoint import SipEndpoint, Source
-from .headers import uri_user
+from .health import LOCAL_FAILURES, Health
 from .held import Held
+from .inbound import SERVER, Inbound
 from .message import Request, Response
-from .publication import PublicationConfig, PublicationServer, respond
-from .transaction import Timers, make_response
+from .transaction import Timers
 
 __all__ = ["SipLink", "SipLinkConfig", "stand_in", "uri_hostport"]
 
 log = logging.getLogger(__name__)
-
-ALLOW: Final = "PUBLISH, OPTIONS"
-_SERVER: Final = "pbxmesh"
-_LOCAL_FAILURES: Final = (408, 503)  # what the endpoint answers itself: nobody there
-#: Seconds between the refreshes that test whether a refusing Asterisk accepts again.
-_RETRY_FIRST: Final = 5.0
-_RETRY_MAX: Final = 60.0
-
-
-def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
-        fnmatch.fnmatchcase(name, p) for p in exclude
-    )
 
 
 class SipLink(LinkBase):
@@ -143,7 +125,8 @@ class SipLink(LinkBase):
         )
         host, lport = config.listen
         self.endpoint = SipEndpoint(host, lport, self._handle, timers=timers)
-        self.server = PublicationServer(PublicationConfig(grace=config.grace))
+        self.inbound = Inbound(config, lambda: self.endpoint.port, self._apply)
+        self.server = self.inbound.server
         self.client = PublishClient(
             PublishConfig(
                 uri=config.uri,
@@ -156,14 +139,7 @@ class SipLink(LinkBase):
         self.driver = PublishDriver(
             self.client, self.endpoint, config.dest, config.transport, on_answer=self._answered
         )
-        self._digest = (
-            DigestServer(config.username, config.secret)
-            if config.username is not None and config.secret is not None
-            else None
-        )
         self.asterisk_eid: EID | None = config.asterisk_eid
-        # Only Asterisk may publish: its address when the uri names one (a host name: any).
-        self._peer_ip = _ip_literal(config.dest[0])
         #: (EID as published, device) -> state last published that is not UNKNOWN
         self.held = Held(config.state_file)
         self._alive = False
@@ -172,21 +148,10 @@ class SipLink(LinkBase):
         self._resync_wanted = asyncio.Event()
         self._resync_refresh = False
         self._syncing = False
-        self._last_warning = -1e9
         self.refreshes_answered = 0  # re-publications Asterisk asked for with a refresh
         self.reconnects = 0
-        self.protocol_errors = 0  # PUBLISHes answered with an error
         self.collisions = 0
-        self.probes_failed = 0  # OPTIONS probes Asterisk did not answer
-        self.publishes_refused = 0  # PUBLISHes Asterisk answered with a refusal
-        #: why Asterisk does not answer (None: it does, or no probe has failed yet)
-        self._down_reason: str | None = None
-        self._was_up = False
-        #: event package -> why Asterisk refuses our PUBLISHes on it (degraded while any)
-        self._refusing: dict[str, str] = {}
-        self._retry_at = 0.0  # the next refresh that tests a refusing Asterisk
-        self._retry_interval = _RETRY_FIRST
-        self._throttles: dict[tuple[str, int, str], Throttle] = {}
+        self.health = Health(f"{config.dest[0]}:{config.dest[1]}")
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -223,18 +188,20 @@ class SipLink(LinkBase):
     def state(self) -> Literal["connected", "degraded", "disconnected"]:
         """Connected: Asterisk answers and takes our PUBLISHes; degraded: it answers and
         refuses them; disconnected: it does not answer."""
-        if not self._alive:
-            return "disconnected"
-        return "degraded" if self._refusing else "connected"
+        return self.health.state(self._alive)
 
     @property
     def reason(self) -> str | None:
         """Why the link is not connected, in words an administrator acts on."""
-        if not self._alive:
-            return self._down_reason
-        if self._refusing:
-            return "; ".join(dict.fromkeys(self._refusing.values()))
-        return None
+        return self.health.reason(self._alive)
+
+    @property
+    def probes_failed(self) -> int:
+        return self.health.probes_failed
+
+    @property
+    def publishes_refused(self) -> int:
+        return self.health.publishes_refused
 
     def _address(self) -> str:
         host, port = self.config.dest
@@ -250,7 +217,7 @@ class SipLink(LinkBase):
         return {
             "reconnects": self.reconnects,
             "queue_depth": self.client.queued if self._started else 0,
-            "protocol_errors": self.protocol_errors + self.endpoint.stats["malformed"],
+            "protocol_errors": self.inbound.protocol_errors + self.endpoint.stats["malformed"],
         }
 
     def _extra(self) -> dict[str, object]:
@@ -340,73 +307,8 @@ class SipLink(LinkBase):
 
     # -- Asterisk → cluster ----------------------------------------------------------------
 
-    def _warn(self, text: str, *args: object) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._last_warning >= 1.0:
-            self._last_warning = now
-            log.warning(text, *args)
-        else:
-            log.debug(text, *args)
-
     def _handle(self, request: Request, source: Source) -> Response | None:
-        method = request.method
-        if method == "ACK":
-            return None
-        if method == "OPTIONS":
-            headers = (
-                ("Allow", ALLOW),
-                ("Accept", CONTENT_TYPE),
-                ("Allow-Events", ", ".join(PACKAGES)),
-            )
-            return make_response(request, 200, "OK", headers, source=source.address)
-        if method != "PUBLISH":
-            self._warn("SIP %s from %s:%d answered 405", method, *source.address)
-            return make_response(
-                request, 405, "Method Not Allowed", (("Allow", ALLOW),), source=source.address
-            )
-        if self._peer_ip is not None and source.address[0] != self._peer_ip:
-            self.protocol_errors += 1
-            self._warn(
-                "SIP PUBLISH from %s:%d refused (403): only Asterisk at %s may publish here",
-                *source.address,
-                self._peer_ip,
-            )
-            return make_response(request, 403, "Forbidden", source=source.address)
-        user = uri_user(request.uri)
-        if user != self.config.resource:
-            self.protocol_errors += 1
-            self._warn(
-                "SIP PUBLISH from %s:%d for user %s refused (404): Asterisk's outbound-publish "
-                "server_uri must be sip:%s@%s:%d",
-                *source.address,
-                user or "(none)",
-                self.config.resource,
-                self.config.listen[0],
-                self.endpoint.port,
-            )
-            return make_response(request, 404, "Not Found", source=source.address)
-        now = asyncio.get_running_loop().time()
-        if self._digest is not None:
-            verdict = self._digest.check(request.get("Authorization"), "PUBLISH", now)
-            if not verdict.ok:
-                if request.get("Authorization") is not None:
-                    self._warn(
-                        "SIP PUBLISH from %s:%d refused: %s", *source.address, verdict.reason
-                    )
-                challenge = (("WWW-Authenticate", verdict.challenge or ""),)
-                return make_response(request, 401, "Unauthorized", challenge, source=source.address)
-        outcome = self.server.handle(request, now)
-        if outcome.status != 200:
-            self.protocol_errors += 1
-            self._warn(
-                "SIP PUBLISH from %s:%d answered %d: %s",
-                *source.address,
-                outcome.status,
-                outcome.detail,
-            )
-        elif outcome.body is not None:
-            self._apply(outcome.body)
-        return respond(request, outcome, source=source.address, server=_SERVER)
+        return self.inbound.handle(request, source)
 
     def _apply(self, body: Body) -> None:
         self._learn_eid(body.eid)
@@ -440,88 +342,33 @@ class SipLink(LinkBase):
         if not alive and self.port is not None:
             self._went_down()
         if alive:
-            self._was_up = True
-            self._down_reason = None
-            self._throttle("down").reset()
+            self.health.up()
             log.info("SIP link up: Asterisk answers at %s:%d", host, port)
             self._want_resync(refresh=True)
             self.driver.retry_now()
             self.endpoint.retransmit_now()
         else:
             self.reconnects += 1
-            self._refusing.clear()  # what it refused is told again after the next link-up
-
-    def _throttle(self, kind: str, status: int = 0, package: str = "") -> Throttle:
-        key = (kind, status, package)
-        throttle = self._throttles.get(key)
-        if throttle is None:
-            throttle = self._throttles[key] = Throttle()
-        return throttle
+            self.health.down()
 
     def _no_answer(self, *, refused_tcp: bool) -> None:
-        """A probe failed: say why at once, then now and then (never once per probe)."""
-        self.probes_failed += 1
         reason = no_answer(self.config.dest, self.config.transport, refused=refused_tcp)
-        self._down_reason = reason
-        seen = self._throttle("down").hit(asyncio.get_running_loop().time())
-        if seen is not None:
-            log.warning(
-                "SIP link %s: %s%s", "down" if self._was_up else "not up", reason, repeats(*seen)
-            )
+        self.health.no_answer(reason, asyncio.get_running_loop().time())
 
     def _answered(self, package: str, status: int, failure: PublishFailure | None) -> None:
         """Every final answer to our PUBLISHes (from the driver)."""
         now = asyncio.get_running_loop().time()
-        if 200 <= status < 300:
-            if self._refusing.pop(package, None) is None:
-                return
-            if self._refusing:
-                # One package accepted again (the module was loaded, say): ask about the
-                # others at the next tick rather than after the back-off.
-                self._retry_at = now
-                return
-            host, port = self.config.dest
-            log.info(
-                "SIP link connected again: Asterisk at %s:%d accepts our PUBLISH; "
-                "re-publishing every state",
-                host,
-                port,
-            )
-            for key, throttle in self._throttles.items():
-                if key[0] == "refused":
-                    throttle.reset()
+        if self.health.answered(package, status, failure, now, self._explain):
             self._want_resync(refresh=False)  # what it refused meanwhile was dropped
-            return
-        if failure is None:
-            return  # answered by the client itself (a challenge, 412, 423)
-        if status in _LOCAL_FAILURES:
-            # No answer from Asterisk (the probe tells the link's state): one line per while.
-            seen = self._throttle("timeout", 0, package).hit(now)
-            if seen is not None:
-                log.warning("SIP link: no answer to PUBLISH: %s%s", failure, repeats(*seen))
-            return
-        self.publishes_refused += 1
-        reason = refused(
+
+    def _explain(self, failure: PublishFailure) -> str:
+        return refused(
             failure,
             dest=self.config.dest,
             resource=self.config.resource,
             listen_host=self.config.listen[0],
             credentials=self.config.username is not None,
         )
-        if not self._refusing:
-            self._retry_at, self._retry_interval = now + _RETRY_FIRST, _RETRY_FIRST
-        self._refusing[package] = reason
-        seen = self._throttle("refused", status, package).hit(now)
-        if seen is not None:
-            log.warning("SIP link degraded: %s%s", reason, repeats(*seen))
-
-    def _retry_refused(self, now: float) -> None:
-        """While degraded, a refresh now and then tells when Asterisk accepts again."""
-        if not self._refusing or self.port is None or now < self._retry_at:
-            return
-        self._retry_interval = min(self._retry_interval * 2, _RETRY_MAX)
-        self._retry_at = now + self._retry_interval
-        self._send(RefreshBody(self.wire_eid(self.port.origin)))
 
     async def _probe(self) -> bool:
         host, port = self.config.dest
@@ -534,7 +381,7 @@ class SipLink(LinkBase):
                 ("Call-ID", f"probe-{id(self):x}-{self.endpoint.port}"),
                 ("CSeq", "1 OPTIONS"),
                 ("Max-Forwards", "70"),
-                ("User-Agent", _SERVER),
+                ("User-Agent", SERVER),
             ),
         )
         try:
@@ -543,7 +390,7 @@ class SipLink(LinkBase):
         except TimeoutError:
             self._no_answer(refused_tcp=False)
             return False
-        if answer.status in _LOCAL_FAILURES:
+        if answer.status in LOCAL_FAILURES:
             self._no_answer(refused_tcp=answer.status == 503)
             return False
         return True
@@ -554,8 +401,9 @@ class SipLink(LinkBase):
             up = await self._probe()
             if up != self._alive:
                 self._set_alive(up)
-            if up:
-                self._retry_refused(loop.time())
+            if up and self.port is not None and self.health.retry_due(loop.time()):
+                # While degraded, a refresh now and then tells when Asterisk accepts again.
+                self._send(RefreshBody(self.wire_eid(self.port.origin)))
             self.server.expire(loop.time())
             await self.held.save_off_loop()
             await asyncio.sleep(self.config.keepalive)
@@ -615,10 +463,3 @@ class SipLink(LinkBase):
             mailboxes,
             refresh,
         )
-
-
-def _ip_literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
