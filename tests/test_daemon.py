@@ -136,7 +136,7 @@ async def test_a_restarted_node_knows_the_mailboxes_and_presence_of_a_writer_tha
         bob = again.node.presence.get("CustomPresence:bob")
         assert bob is not None and bob.origin == a.eid
         assert bob.value == (PresenceState.DND, "", "meeting")
-        assert again.node.own_state()[1] == [] and again.node.own_presence() == []
+        assert again.node.own.own_state()[1] == [] and again.node.own.own_presence() == []
         assert again.node.clock.tick() > max(box.version, bob.version)
     finally:
         await again.stop()

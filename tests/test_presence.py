@@ -277,10 +277,10 @@ async def test_presence_survives_a_restart_kept_or_reported(tmp_path: Path) -> N
     a.publish_presence("alice", P.DND, "", "back at 3", keep=True)
     a.publish_presence("bob", P.AWAY)  # from Asterisk: announced at the next join as well
     own = OwnStateFile(tmp_path / "own-state.json")
-    own.save(*a.own_state(), a.own_presence())
+    own.save(*a.own.own_state(), a.own.own_presence())
     await a.close()
     again = make_node(MemoryNetwork(), "a", eid=eid)
-    again.restore(*own.load(), own.load_presence())
+    again.own.restore(*own.load(), own.load_presence())
     record = again.presence.get("CustomPresence:alice")
     assert record is not None and record.value == (P.DND, "", "back at 3")
     bob = again.presence.get("CustomPresence:bob")

@@ -48,17 +48,17 @@ async def test_the_own_slot_folds_direct_assertions_and_the_rings_part() -> None
         n.publish_device("Custom:x", S.INVALID)
         assert n.devices.slot_state("Custom:x", n.eid) is S.RINGING
         n.publish_device("Custom:x", S.BUSY, keep=True)
-        assert [(d, s) for d, s, _ in n.own_state()[0]] == [("Custom:x", int(S.BUSY))]
-        assert n.own_devices() == {"Custom:x": S.BUSY}  # without the ring's part
+        assert [(d, s) for d, s, _ in n.own.own_state()[0]] == [("Custom:x", int(S.BUSY))]
+        assert n.own.own_devices() == {"Custom:x": S.BUSY}  # without the ring's part
         n.publish_part(RING_PART, "Custom:y", S.INUSE)
         n.withdraw_reported()  # an AMI link's PBX gone: the ring's part stays
         assert n.devices.slot_state("Custom:y", n.eid) is S.INUSE
         n.publish_part(RING_PART, "Custom:y", S.INVALID)
         assert n.devices.slot_state("Custom:y", n.eid) is S.INVALID
         n.publish_mwi("1000@default", 1, 0, part=RING_PART)
-        assert n.own_mwi() == {}
+        assert n.own.own_mwi() == {}
         n.publish_mwi("2000@default", 2, 0)
-        assert n.own_mwi() == {"2000@default": (2, 0)}
+        assert n.own.own_mwi() == {"2000@default": (2, 0)}
     finally:
         await n.close()
 

@@ -163,14 +163,14 @@ class Daemon:
         presence = self.own_file.load_presence()
         cluster_mwi, cluster_presence = self.own_file.load_cluster()
         if cluster_mwi or cluster_presence:
-            self.node.restore_cluster(cluster_mwi, cluster_presence)
+            self.node.own.restore_cluster(cluster_mwi, cluster_presence)
             log.info(
                 "restored the cluster's mailboxes=%d presentities=%d as last seen",
                 len(cluster_mwi),
                 len(cluster_presence),
             )
         if devices or mwi or presence:
-            self.node.restore(devices, mwi, presence)
+            self.node.own.restore(devices, mwi, presence)
             log.info(
                 "restored own state devices=%d mailboxes=%d presentities=%d",
                 len(devices),
@@ -231,9 +231,9 @@ class Daemon:
         try:
             await asyncio.to_thread(
                 self.own_file.save,
-                *node.own_state(),
-                node.own_presence(),
-                node.cluster_records(),
+                *node.own.own_state(),
+                node.own.own_presence(),
+                node.own.cluster_records(),
             )
         except OSError as exc:
             log.error("cannot save own state to %s: %s", self.own_file.path, exc)
@@ -245,7 +245,9 @@ class Daemon:
         self._saved = generation
         node = self.node
         try:
-            self.own_file.save(*node.own_state(), node.own_presence(), node.cluster_records())
+            self.own_file.save(
+                *node.own.own_state(), node.own.own_presence(), node.own.cluster_records()
+            )
         except OSError as exc:
             log.error("cannot save own state to %s: %s", self.own_file.path, exc)
 

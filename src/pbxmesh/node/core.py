@@ -48,7 +48,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from ..clock import HybridClock, version_millis
 from ..eid import EID
@@ -388,38 +388,6 @@ class Node:
     @property
     def kept_changed(self) -> asyncio.Event:  # set: save the own state at once
         return self.own.kept_changed
-
-    def restore(
-        self,
-        devices: Iterable[tuple[str, int, int]],
-        mwi: Iterable[tuple[str, int, int, int]],
-        presence: Iterable[tuple[str, int, str, str, int]] = (),
-    ) -> None:
-        self.own.restore(devices, mwi, presence)
-
-    def restore_cluster(
-        self,
-        mwi: Iterable[tuple[str, int, int, int, str]],
-        presence: Iterable[tuple[str, int, str, str, int, str]] = (),
-    ) -> None:
-        self.own.restore_cluster(mwi, presence)
-
-    def cluster_records(
-        self,
-    ) -> tuple[list[tuple[str, int, int, int, str]], list[tuple[str, int, str, str, int, str]]]:
-        return self.own.cluster_records()
-
-    def own_state(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
-        return self.own.own_state()
-
-    def own_presence(self) -> list[tuple[str, int, str, str, int]]:
-        return self.own.own_presence()
-
-    def own_devices(self) -> dict[str, DeviceState]:
-        return self.own.own_devices()
-
-    def own_mwi(self) -> dict[str, tuple[int, int]]:
-        return self.own.own_mwi()
 
     def publish_device(
         self, device: str, state: DeviceState, keep: bool = False
