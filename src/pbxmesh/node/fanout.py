@@ -24,7 +24,7 @@ Every change of a mailbox or a presentity, of any origin, passes here once: this
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..eid import EID
 from ..links.base import Interest, Link
@@ -33,6 +33,8 @@ from ..states import DeviceState
 from ..store import DeviceChange, DeviceStore, MwiChange
 from .membership import MemberInfo
 from .stats import NodeStats
+
+_K = TypeVar("_K", str, tuple[EID, str])
 
 __all__ = ["Fanout", "NodeListener", "make_listener"]
 
@@ -146,12 +148,8 @@ class Fanout:
             eid = self.eid
             for device in devices:
                 state = state_excluding(device, eid)
-                if cache.get(device, DeviceState.INVALID) is state:
+                if not _remember(cache, device, state):
                     continue
-                if state is DeviceState.INVALID:
-                    cache.pop(device, None)
-                else:
-                    cache[device] = state
                 for link in aggregate:
                     link.remote_device(device, state)
                 for listener in listeners:
@@ -164,13 +162,8 @@ class Fanout:
         slot_state = self.devices.slot_state
         for device in devices:
             state = slot_state(device, origin)
-            key = (origin, device)
-            if cache.get(key, DeviceState.INVALID) is state:
+            if not _remember(cache, (origin, device), state):
                 continue
-            if state is DeviceState.INVALID:
-                cache.pop(key, None)
-            else:
-                cache[key] = state
             for link in self._slots:
                 link.origin_device(device, origin, state)
 
@@ -215,3 +208,15 @@ def make_listener(
                 on_presence(change)
 
     return _Listener()
+
+
+def _remember(cache: dict[_K, DeviceState], key: _K, state: DeviceState) -> bool:
+    """Whether ``state`` is news for ``key`` (each value is told once); ``cache`` then holds
+    it (INVALID, the absence of a state, is not held)."""
+    if cache.get(key, DeviceState.INVALID) is state:
+        return False
+    if state is DeviceState.INVALID:
+        cache.pop(key, None)
+    else:
+        cache[key] = state
+    return True

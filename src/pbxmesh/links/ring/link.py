@@ -47,12 +47,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fnmatch
 import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from ...eid import EID
 from ...errors import ConfigError, PbxmeshError, RingPlacementError, StateError
@@ -61,7 +60,8 @@ from ...states import DeviceState
 from ...tasks import cancel_and_wait
 from ...transport.base import LinkState, MembershipChange, Message, Transport
 from ...wire.asterisk import AstDeviceStateChange, AstMwi, decode_event
-from ..base import BridgePort, GraceTimer, Interest, Link, LinkPort, LinkStatus
+from ..base import BridgePort, Interest, LinkPort
+from ..common import LinkBase, Selection
 from .protocol import Effects, RingProtocol
 
 __all__ = ["RING_PART", "RingLink", "RingLinkConfig"]
@@ -100,13 +100,7 @@ class RingLinkConfig:
             raise ConfigError("ring reconnect_interval must be a positive number of seconds")
 
 
-def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
-        fnmatch.fnmatchcase(name, p) for p in exclude
-    )
-
-
-class RingLink(Link):
+class RingLink(LinkBase):
     """One bridge to a res_corosync ring; see the module docstring.
 
     ``transport``: the ring's CPG group (None: a CorosyncTransport of ``config.group``);
@@ -117,6 +111,7 @@ class RingLink(Link):
 
     kind = "ring"
     interest = Interest.ORIGIN_DEVICES | Interest.MWI | Interest.OWN
+    log = log
 
     def __init__(
         self,
@@ -124,7 +119,11 @@ class RingLink(Link):
         transport: Transport | None = None,
         identity: tuple[int, str] | None = None,
     ) -> None:
-        self.config = config or RingLinkConfig()
+        self.config = config = config or RingLinkConfig()
+        super().__init__(
+            Selection(config.include, config.exclude, config.mwi, config.include, config.exclude),
+            config.down_grace,
+        )
         self._transport = transport
         self._identity = identity
         self.port: BridgePort | None = None
@@ -134,17 +133,12 @@ class RingLink(Link):
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._synced = asyncio.Event()
         self._joined = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._down_timer = GraceTimer(self.config.down_grace, self._ring_gone)
         self._joined_at: dict[str, float] = {}
         self._others: set[str] = set()  # the other members of the group now
         self._colocated: set[str] = set()
-        self._warned: set[str] = set()
-        self.resyncs = 0
         self.reconnects = 0
-        self.published = 0
         self.sent = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -166,7 +160,7 @@ class RingLink(Link):
         self._tasks.append(asyncio.create_task(self._receive_loop(), name="ring link reader"))
 
     async def close(self) -> None:
-        self._down_timer.cancel()
+        self._came_up()  # no grace runs on after close
         if self._colocated:
             log.error(
                 "leaving CPG group %r while ring member(s) %s run on this corosync node: every "
@@ -193,35 +187,35 @@ class RingLink(Link):
         self._queue.clear()
         self._idle.set()
 
-    def status(self) -> LinkStatus:
-        p = self.protocol
+    def _address(self) -> str:
         ident = self._identity or (0, "")
-        return LinkStatus(
-            kind=self.kind,
-            address=f"corosync node {ident[0]} ({ident[1] or '-'}) group {self.config.group}",
-            connected=self._joined and bool(self._others),
-            resyncs=self.resyncs,
-            reconnects=self.reconnects,
-            published=self.published,
-            queue_depth=len(self._queue),
-            protocol_errors=p.malformed if p else 0,
-            extra={
-                "asterisks": len(p.peers) if p else 0,
-                "bridges": sorted(str(b) for b in p.bridges) if p else [],
-                "offered": len(p.offered) if p else 0,
-                "offered_mwi": len(p.offered_mwi) if p else 0,
-                "ring_devices": len(p.slots) if p else 0,
-                "received": p.received if p else 0,
-                "ignored": p.ignored if p else 0,
-                "skipped": p.skipped if p else 0,
-                "sent": self.sent,
-                "colocated": sorted(self._colocated),
-            },
-        )
+        return f"corosync node {ident[0]} ({ident[1] or '-'}) group {self.config.group}"
 
-    async def wait_synced(self) -> None:
-        await self._synced.wait()
-        self._synced.clear()
+    def _connected(self) -> bool:
+        return self._joined and bool(self._others)
+
+    def _counts(self) -> dict[str, int]:
+        p = self.protocol
+        return {
+            "reconnects": self.reconnects,
+            "queue_depth": len(self._queue),
+            "protocol_errors": p.malformed if p else 0,
+        }
+
+    def _extra(self) -> dict[str, Any]:
+        p = self.protocol
+        return {
+            "asterisks": len(p.peers) if p else 0,
+            "bridges": sorted(str(b) for b in p.bridges) if p else [],
+            "offered": len(p.offered) if p else 0,
+            "offered_mwi": len(p.offered_mwi) if p else 0,
+            "ring_devices": len(p.slots) if p else 0,
+            "received": p.received if p else 0,
+            "ignored": p.ignored if p else 0,
+            "skipped": p.skipped if p else 0,
+            "sent": self.sent,
+            "colocated": sorted(self._colocated),
+        }
 
     async def wait_idle(self) -> None:
         while self._queue:
@@ -254,8 +248,9 @@ class RingLink(Link):
         return {eid: state for eid, (state, _) in p.slots.slots_of(device).items()}
 
     # -- told by the node ----------------------------------------------------------------------
-    def _shares(self, device: str) -> bool:
-        return _selected(device, self.config.include, self.config.exclude)
+    def _shares(self, name: str) -> bool:
+        """Devices and mailboxes alike, by ``include``/``exclude`` (MWI as a whole by ``mwi``)."""
+        return self.shares_device(name)
 
     def origin_device(self, device: str, origin: EID, state: DeviceState) -> None:
         p = self.protocol
@@ -353,8 +348,7 @@ class RingLink(Link):
         self._others = {m.member_id for m in change.members} - {me}
         self._apply(p.view(joined_nodes, left_nodes, me))
         if joined:  # everything we offer was queued again (a join dump): a resync
-            self.resyncs += 1
-            self._synced.set()
+            self._synced()
         if me in joined:
             self._joined = True
             log.info(
@@ -369,7 +363,7 @@ class RingLink(Link):
         p, port = self.protocol, self.port
         if p is None or port is None:
             return
-        self._down_timer.cancel()
+        self._came_up()
         present = {m.member_id for m in change.members}
         for member in [m for m in p.peers if m not in present]:
             self._apply(p.view([], [(member, p.peers[member].node_id)], ""))
@@ -401,9 +395,10 @@ class RingLink(Link):
             reason,
             self.config.down_grace,
         )
-        self._down_timer.start()
+        self._went_down()
 
-    def _ring_gone(self) -> None:
+    def _grace_over(self) -> None:
+        """Gone past the grace: the ring's states stop counting (not this server's own)."""
         if self.protocol is not None and not self._joined:
             self._apply(self.protocol.forget_all())
 
@@ -436,9 +431,8 @@ class RingLink(Link):
     def _note(self, level: str, text: str) -> None:
         if level == "info":
             log.info("ring: %s", text)
-        elif text not in self._warned and len(self._warned) < 1000:
-            self._warned.add(text)
-            log.warning("ring: %s", text)
+        else:
+            self._warn_once(text, "ring: %s", text)
 
     def _enqueue(self, frame: bytes) -> None:
         # DEVICE_STATE_CHANGE and MWI of one name supersede each other; anything else

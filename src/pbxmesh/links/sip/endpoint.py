@@ -45,9 +45,27 @@ from .transaction import (
     new_branch,
 )
 
-__all__ = ["Handler", "SipEndpoint", "Source"]
+__all__ = ["Handler", "SecondlyWarning", "SipEndpoint", "Source"]
 
 log = logging.getLogger(__name__)
+
+
+class SecondlyWarning:
+    """Log at WARNING at most once a second, the rest at DEBUG: what a peer that sends garbage
+    in a loop cannot flood the log with."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._last = -1e9
+
+    def __call__(self, text: str, *args: object) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last >= 1.0:
+            self._last = now
+            self._log.warning(text, *args)
+        else:
+            self._log.debug(text, *args)
+
 
 Transport = Literal["udp", "tcp"]
 _MAX_TCP: Final = 64  # inbound connections at most
@@ -116,7 +134,7 @@ class SipEndpoint:
         self._tcp_out: dict[tuple[str, int], asyncio.StreamWriter] = {}
         self._tcp_in = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_warning = -1e9
+        self._warnings = SecondlyWarning(log)
         self.stats: dict[str, int] = {
             "malformed": 0,
             "requests": 0,
@@ -171,12 +189,7 @@ class SipEndpoint:
     # -- inbound ----------------------------------------------------------------------------
 
     def _warn(self, text: str, *args: object) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._last_warning >= 1.0:
-            self._last_warning = now
-            log.warning(text, *args)
-        else:
-            log.debug(text, *args)
+        self._warnings(text, *args)
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         if not data.strip(b"\r\n"):

@@ -13,7 +13,7 @@ from typing import Final
 from .auth import DigestServer
 from .bodies import CONTENT_TYPE, PACKAGES, Body
 from .config import SipLinkConfig
-from .endpoint import Source
+from .endpoint import SecondlyWarning, Source
 from .headers import uri_user
 from .message import Request, Response
 from .publication import PublicationConfig, PublicationServer, respond
@@ -48,15 +48,10 @@ class Inbound:
         # Only Asterisk may publish: its address when the uri names one (a host name: any).
         self._peer_ip = _ip_literal(config.dest[0])
         self.protocol_errors = 0  # PUBLISHes answered with an error
-        self._last_warning = -1e9
+        self._warnings = SecondlyWarning(log)
 
     def _warn(self, text: str, *args: object) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._last_warning >= 1.0:
-            self._last_warning = now
-            log.warning(text, *args)
-        else:
-            log.debug(text, *args)
+        self._warnings(text, *args)
 
     def handle(self, request: Request, source: Source) -> Response | None:
         method = request.method
