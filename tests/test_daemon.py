@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,14 @@ import pytest
 from pbxmesh.config import load_config
 from pbxmesh.daemon import Daemon
 from pbxmesh.errors import ConfigError
+from pbxmesh.ports import free_ports
 from pbxmesh.states import DeviceState
 from pbxmesh.transport.memory import MemoryNetwork
 from tests.test_node import wait_for
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def config(tmp_path: Path, name: str):

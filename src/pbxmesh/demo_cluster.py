@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 from .links.ami.client import AmiClient, AmiConfig
 from .links.ami.codec import Event
 from .links.ami.counterparts import counterpart_name
+from .ports import free_ports
 
 __all__ = ["NODES", "SECRET", "USER", "Demo", "say", "show", "step"]
 
@@ -25,39 +24,12 @@ NODES = ("pbx1", "pbx2", "pbx3")
 USER, SECRET = "pbxmesh", "demo-secret"
 
 
-def _ephemeral_low() -> int:
-    """Where the kernel starts handing out ports for outgoing connections (Linux)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 for both TCP and UDP, below the ephemeral range.
-
-    A port the kernel gave out for ``bind(("127.0.0.1", 0))`` and that was closed again is
-    ephemeral: another process's outgoing connection (a node's AMI or SIP client) may take it
-    before the demo's daemon binds it, which made a node fail to start ("Address already in
-    use"). Below the ephemeral range only a listener can hold a port, and each is checked.
-    """
-    low = _ephemeral_low()
-    first = 20000 if low > 21000 else 1024
-    pool = range(first, low) if low - first >= 20 * n else range(first, 65536)
-    candidates = random.sample(pool, k=min(len(pool), 20 * n))
-    ports: list[int] = []
-    for port in candidates:
-        try:
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with socket.socket(socket.AF_INET, kind) as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        ports.append(port)
-        if len(ports) == n:
-            return ports
-    raise SystemExit(f"pbxmesh demo: found no {n} free ports on 127.0.0.1")
+    """``n`` ports for the demo's daemons and simulators (see :mod:`pbxmesh.ports`)."""
+    try:
+        return free_ports(n)
+    except OSError as exc:
+        raise SystemExit(f"pbxmesh demo: {exc}") from None
 
 
 def say(text: str = "") -> None:

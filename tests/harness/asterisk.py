@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pbxmesh.ports import free_ports
+
 __all__ = [
     "AMI_MODULES",
     "AMI_SECRET",
@@ -151,10 +153,10 @@ def asterisk_missing_reason() -> str | None:
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free for TCP and UDP on 127.0.0.1, below the ephemeral range, so no outgoing
+    connection takes it before the test binds it (``kind`` is kept for the callers)."""
+    del kind
+    return free_ports(1)[0]
 
 
 def eid_of(n: int) -> str:
