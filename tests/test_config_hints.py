@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pbxmesh.config import load_config
+from pbxmesh.config import HintsSection, load_config
 from pbxmesh.errors import ConfigError
 from pbxmesh.linkconfig import ami_link_config, asterisk_links
 from pbxmesh.links.ami import AmiLink
 from pbxmesh.links.ami.hints import HintsConfig
+from pbxmesh.links.sip.asterisk_conf import manager_conf
+from tests.harness.docs import doc_block
 
 AMI = """\
 [node]
@@ -91,3 +93,15 @@ def test_hints_need_the_ami_session(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "kept hints are added over AMI: give ami, username and secret" in str(info.value)
+
+
+def test_the_documented_section_loads(tmp_path: Path) -> None:
+    block = doc_block("docs/asterisk.md", "[asterisk.hints]")
+    cfg = load_config(write(tmp_path, AMI.split("[asterisk.hints]", maxsplit=1)[0] + block))
+    assert cfg.asterisk is not None
+    assert cfg.asterisk.hints == HintsSection(context="ext-local-custom", device="PJSIP/{exten}")
+
+
+def test_the_ami_account_may_add_hints_only_when_hints_are_kept() -> None:
+    assert "write = call,reporting,command,system\n" in manager_conf("u", "s", hints=True)
+    assert "write = call,reporting,command\n" in manager_conf("u", "s")

@@ -26,7 +26,14 @@ from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, Build, eid_of
 pytestmark = [pytest.mark.asterisk, pytest.mark.integration]
 
 CONTEXT = "ext-local-custom"
-DIALPLAN = f"[{CONTEXT}]\nexten => 1000,hint,Custom:local\n"
+#: FreePBX's chain from the phones' context to ext-local-custom (tests/freepbx_helpers.py)
+DIALPLAN = (
+    "[from-internal]\ninclude => from-internal-xfer\n"
+    "[from-internal-xfer]\ninclude => from-internal-additional\n"
+    "[from-internal-additional]\ninclude => ext-local\n"
+    "[ext-local]\ninclude => ext-local-custom\n"
+    f"[{CONTEXT}]\nexten => 1000,hint,Custom:local\n"
+)
 HINTS = HintsConfig(context=CONTEXT, device="Custom:ph{exten}")
 
 
@@ -67,9 +74,9 @@ async def probe(star: Asterisk) -> AsyncIterator[AmiClient]:
         yield client
 
 
-async def state_of(probe: AmiClient, exten: str) -> tuple[str, str]:
-    """ExtensionState of ``exten`` in the kept context: (hint, state text)."""
-    answer = await probe.send_action(Action.of("ExtensionState", Exten=exten, Context=CONTEXT))
+async def state_of(probe: AmiClient, exten: str, context: str = CONTEXT) -> tuple[str, str]:
+    """ExtensionState of ``exten`` in ``context``: (hint, state text)."""
+    answer = await probe.send_action(Action.of("ExtensionState", Exten=exten, Context=context))
     return answer.get("Hint") or "", answer.get("StatusText") or ""
 
 
@@ -81,6 +88,8 @@ async def test_a_remote_extension_gets_a_hint_that_follows_it(
     await wait_until(lambda: _is(probe, "2001", (want, "InUse")), 2.0, "hint added, InUse")
     link.remote_device("Custom:ph2001", DeviceState.RINGING)
     await wait_until(lambda: _is(probe, "2001", (want, "Ringing")), 2.0, "state follows")
+    # what a FreePBX phone (context from-internal) subscribing to 2001 is given
+    assert await state_of(probe, "2001", "from-internal") == (want, "Ringing")
     kept = {(h.exten, h.kept) for h in await link.hints()}
     assert ("2001", True) in kept and ("1000", False) in kept
     link.remote_device("Custom:ph2001", DeviceState.INVALID)  # no other server holds it
