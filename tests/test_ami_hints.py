@@ -129,3 +129,22 @@ def test_pbxmesh_hints_marks_the_kept_ones(capsys: pytest.CaptureFixture[str]) -
     assert lines[2].split() == ["2001@ext-local-custom", "PJSIP/2001", "InUse", "pbxmesh"]
     assert print_hints(_Answers(rows), True) == 0  # type: ignore[arg-type]
     assert [r["kept"] for r in json.loads(capsys.readouterr().out)] == [False, True]
+
+
+async def test_an_ami_user_without_system_is_told_once_what_to_add(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await start_sim(DIALPLAN, system=False)
+    try:
+        link = await linked(server)
+        try:
+            link.remote_device("PJSIP/2001", DeviceState.INUSE)
+            said = "add system to the write classes of pbxmesh's AMI user"
+            await wait_until(lambda: said in caplog.text, 2.0, "the warning")
+            await asyncio.sleep(1.5)  # another retry, not logged again
+            assert caplog.text.count(said) == 1
+            assert hint_of(server, "2001") is None
+        finally:
+            await link.close()
+    finally:
+        await server.close()

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ...errors import AmiActionError, AmiError, ConfigError
+from ...errors import AmiActionError, ConfigError, PbxmeshError
 from ...states import DeviceState
 from ...tasks import cancel_and_wait
 from .client import AmiClient
@@ -97,6 +97,8 @@ class HintKeeper:
         self.foreign: set[str] = set()
         self.wake = asyncio.Event()
         self._full = True  # read Asterisk's hints before the next add
+        #: the last failure logged (an unchanged one is not logged again)
+        self.last_error = ""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -160,9 +162,19 @@ class HintKeeper:
                 continue
             try:
                 await self.sync()
-            except AmiError as exc:
-                log.warning("kept hints not updated context=%s error=%s", self.config.context, exc)
+            except (PbxmeshError, TimeoutError) as exc:  # AMI errors and timeouts: retried
+                text = str(exc) or "no answer in time"
+                if text != self.last_error:  # said once, not every second
+                    log.warning(
+                        "kept hints not updated context=%s error=%s; retrying every %s s",
+                        self.config.context,
+                        text,
+                        CHECK_INTERVAL,
+                    )
+                self.last_error = text
                 self._full = True
+            else:
+                self.last_error = ""
 
     async def sync(self) -> None:
         """Bring Asterisk's kept hints in line with :meth:`wanted` (one pass)."""
@@ -223,6 +235,12 @@ class HintKeeper:
             self.kept[exten] = text
         elif EXISTS in answer.message.lower():
             self.foreign.add(exten)  # Asterisk has a hint of its own: never replaced
+        elif "permission denied" in answer.message.lower():
+            raise AmiActionError(
+                "DialplanExtensionAdd",
+                "Permission denied: add system to the write classes of pbxmesh's AMI user in "
+                "manager.conf (pbxmesh asterisk-config prints it)",
+            )
         else:
             raise AmiActionError("DialplanExtensionAdd", answer.message)
 
