@@ -148,3 +148,21 @@ async def test_an_ami_user_without_system_is_told_once_what_to_add(
             await link.close()
     finally:
         await server.close()
+
+
+async def test_back_after_asterisk_restarts() -> None:
+    server = await start_sim(DIALPLAN)
+    link = await linked(server)
+    try:
+        want = "PJSIP/2001&Custom:remote-PJSIP-2001"
+        link.remote_device("PJSIP/2001", DeviceState.RINGING)
+        await wait_until(lambda: hint_of(server, "2001") == want, 2.0, "kept")
+        port = server.port
+        await server.close()
+        await wait_until(lambda: not link.client.connected, 5.0, "link down")
+        server = await start_sim(DIALPLAN, port=port)  # a restart forgets what AMI added
+        assert hint_of(server, "2001") is None
+        await wait_until(lambda: hint_of(server, "2001") == want, 5.0, "kept again")
+    finally:
+        await link.close()
+        await server.close()
