@@ -50,6 +50,11 @@ written with ``Setvar PRESENCE_STATE(CustomPresence:NAME)=state,B64,B64,e`` thro
 writer, after device states and MWI; echoes of those writes are swallowed. It needs
 ``func_presencestate`` and ``res_manager_presencestate``; without them it is said once and
 skipped.
+
+**Kept hints** (``[asterisk.hints]``, ``hints.py``): a :class:`~.hints.HintKeeper` is told every
+remote aggregate and presentity the link sees, and keeps a dialplan hint for each other
+server's extension over this same AMI session (also beside a SIP link, where this link shares
+nothing else).
 """
 
 from __future__ import annotations
