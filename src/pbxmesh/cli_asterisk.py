@@ -43,7 +43,9 @@ def asterisk_config(args: argparse.Namespace) -> int:
 
         manager = None
         if ast.ami is not None:
-            manager = manager_conf(ast.username, ast.secret, permit(ast.ami[0]))
+            manager = manager_conf(
+                ast.username, ast.secret, permit(ast.ami[0]), hints=ast.hints is not None
+            )
         mods = node_modules(sip, ast.ami is not None, presence=ast.presence, mwi=ast.mwi)
         print(
             freepbx_conf(eid, sip, transport=not args.no_transport, modules=mods, manager=manager),
@@ -55,7 +57,9 @@ def asterisk_config(args: argparse.Namespace) -> int:
     if sip is not None:
         parts.append(pjsip_conf(sip, transport=not args.no_transport))
     if ast.ami is not None:
-        parts.append(manager_conf(ast.username, ast.secret, permit(ast.ami[0])))
+        parts.append(
+            manager_conf(ast.username, ast.secret, permit(ast.ami[0]), hints=ast.hints is not None)
+        )
     print("\n".join(parts), end="")
     return 0
 

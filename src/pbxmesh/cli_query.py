@@ -205,10 +205,17 @@ def presence(client: Client, as_json: bool, pattern: str | None) -> int:
 
 def hints(client: Client, as_json: bool) -> int:
     hints = client.request("GET", "/hints")
+    # KEPT: "pbxmesh" for a hint pbxmesh keeps ([asterisk.hints]), empty for Asterisk's own
     rows = [
-        [f"{h['exten']}@{h['context']}", h["hint"] or "", h["status_text"] or ""] for h in hints
+        [
+            f"{h['exten']}@{h['context']}",
+            h["hint"] or "",
+            h["status_text"] or "",
+            "pbxmesh" if h.get("kept") else "",
+        ]
+        for h in hints
     ]
-    return _out(hints, as_json, _table(["HINT", "DEVICES", "STATE"], rows))
+    return _out(hints, as_json, _table(["HINT", "DEVICES", "STATE", "KEPT"], rows))
 
 
 def status(client: Client, as_json: bool) -> int:

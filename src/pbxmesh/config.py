@@ -99,6 +99,14 @@ class SipSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HintsSection:
+    """``[asterisk.hints]``: hints kept for the other servers' extensions (docs/asterisk.md)."""
+
+    context: str  # the dialplan context the hints go into, e.g. "ext-local-custom"
+    device: str = "PJSIP/{exten}"  # which devices are extensions, and their extension number
+
+
+@dataclass(frozen=True, slots=True)
 class AsteriskConfig:
     # Host and port of Asterisk's manager interface; None: no AMI link ([asterisk.sip] alone).
     ami: tuple[str, int] | None
@@ -111,6 +119,7 @@ class AsteriskConfig:
     presence: bool = True  # share CustomPresence: presence (func_presencestate)
     down_grace: float = 5.0  # seconds Asterisk may be unreachable before its states stop counting
     sip: SipSection | None = None  # the SIP PUBLISH link; with it AMI only serves `hints`
+    hints: HintsSection | None = None  # [asterisk.hints]: keep hints for remote extensions
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,10 +355,38 @@ def _asterisk(root: Table, data: dict[str, Any]) -> AsteriskConfig | None:
         presence=at.get("presence", bool, True),
         down_grace=_down_grace(at),
         sip=sip,
+        hints=_hints_section(at, has_ami) if "hints" in at.data else None,
     )
-    at.used.update(("sip", "ami", "username", "secret"))
+    at.used.update(("sip", "ami", "username", "secret", "hints"))
     at.done()
     return asterisk
+
+
+def _hints_section(at: Table, has_ami: bool) -> HintsSection:
+    """``[asterisk.hints]``: kept over the AMI session, which must therefore be configured."""
+    if not has_ami:
+        raise at.err(
+            "hints",
+            "kept hints are added over AMI: give ami, username and secret in [asterisk] "
+            "beside [asterisk.sip] (the AMI session then shares nothing, docs/asterisk.md)",
+        )
+    ht = at.sub("hints")
+    context: str = ht.get("context", str, required=True)
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,79}", context):
+        raise ht.err(
+            "context",
+            f"{context!r} is not a dialplan context name: letters, digits and _ . + - only, "
+            'e.g. "ext-local-custom"',
+        )
+    device: str = ht.get("device", str, "PJSIP/{exten}")
+    if device.count("{exten}") != 1 or not device.partition("{exten}")[0]:
+        raise ht.err(
+            "device",
+            f"{device!r} must start with the device's technology and hold {{exten}} exactly "
+            'once, e.g. "PJSIP/{exten}"',
+        )
+    ht.done()
+    return HintsSection(context=context, device=device)
 
 
 def _remote_template(at: Table) -> str:

@@ -300,6 +300,7 @@ class ControlServer:
                             "hint": h.hint,
                             "status": h.status,
                             "status_text": h.status_text,
+                            "kept": h.kept,
                         }
                         for h in hints
                     ]

@@ -30,6 +30,7 @@ SIP_STATE_FILE = "sip-published.json"
 def ami_link_config(ast: AsteriskConfig) -> tuple[AmiConfig, AmiLinkConfig]:
     """The AMI client's and the AMI link's configuration from ``[asterisk]``."""
     from .links.ami import AmiConfig, AmiLinkConfig
+    from .links.ami.hints import HintsConfig
 
     if ast.ami is None:
         raise ConfigError("no AMI link configured in [asterisk] (give ami, username and secret)")
@@ -50,6 +51,11 @@ def ami_link_config(ast: AsteriskConfig) -> tuple[AmiConfig, AmiLinkConfig]:
             presence_include=ast.include,
             presence_exclude=ast.exclude,
             down_grace=ast.down_grace,
+            hints=(
+                HintsConfig(context=ast.hints.context, device=ast.hints.device)
+                if ast.hints is not None
+                else None
+            ),
         ),
     )
 

@@ -144,6 +144,10 @@ OPENAPI: Final[dict[str, Any]] = {
                     "hint": {"type": "string"},
                     "status": {"type": "integer"},
                     "status_text": {"type": "string"},
+                    "kept": {
+                        "type": "boolean",
+                        "description": "pbxmesh keeps this hint ([asterisk.hints])",
+                    },
                 },
             },
         },

@@ -192,6 +192,7 @@ class Hint:
     hint: str  # the devices it watches, "PJSIP/100&Custom:remote-PJSIP-100"
     status: int  # Asterisk's extension state number (-1 when unknown)
     status_text: str
+    kept: bool = False  # pbxmesh keeps this hint ([asterisk.hints]), Asterisk's own otherwise
 
 
 class GraceTimer:

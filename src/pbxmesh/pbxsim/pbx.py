@@ -167,6 +167,8 @@ class SimPbx:
         self.globals: dict[str, str] = {}
         self.listeners: list[Listener] = []
         self._hint_values: dict[str, int] = {}
+        #: ``exten@context`` of the hints added over AMI (gone at ``dialplan reload``)
+        self.added: set[str] = set()
         self._dirty = False
         # Which hints list a device, so a change touches only its own hints.
         self._hints_of: dict[str, list[Hint]] = {}
@@ -321,6 +323,44 @@ class SimPbx:
                 return hint, self._hint_values.get(hint.key, self.hint_state(hint))
         return None, -1
 
+    # -- hints added over AMI (pbx_config's DialplanExtensionAdd/Remove) ------------------------
+
+    def add_hint(self, hint: Hint, *, replace: bool = False) -> bool:
+        """Add a hint at run time; False when the extension has one and ``replace`` is not set
+        (Asterisk then refuses). ``dialplan reload`` drops it again."""
+        old, _ = self.extension_state(hint.exten, hint.context)
+        if old is not None:
+            if not replace:
+                return False
+            self.remove_hint(hint.exten, hint.context)
+        self.hints.append(hint)
+        self.added.add(hint.key)
+        for device in dict.fromkeys(hint_devices(hint.app)):
+            self._hints_of.setdefault(device, []).append(hint)
+        self._hint_values[hint.key] = self.hint_state(hint)
+        if self.presence is not None:
+            self.presence.add_hint(hint)
+        return True
+
+    def remove_hint(self, exten: str, context: str) -> bool:
+        hint, _ = self.extension_state(exten, context)
+        if hint is None:
+            return False
+        self.hints.remove(hint)
+        self.added.discard(hint.key)
+        for hints in self._hints_of.values():
+            if hint in hints:
+                hints.remove(hint)
+        self._hint_values.pop(hint.key, None)
+        if self.presence is not None:
+            self.presence.remove_hint(hint)
+        return True
+
+    def reload_dialplan(self) -> None:
+        """``dialplan reload``: the files' dialplan again, without what AMI added."""
+        for hint in [h for h in self.hints if h.key in self.added]:
+            self.remove_hint(hint.exten, hint.context)
+
     def hint_rows(self) -> list[tuple[Hint, str]]:
         return [(h, ExtensionState(self._hint_values[h.key]).text) for h in self.hints]
 
@@ -419,6 +459,9 @@ class SimPbx:
             if len(args) < 4:
                 return False, _SHOW_HINT_USAGE
             return True, format_show_hint(self.hint_rows(), args[3], self.hint_presence())
+        if low == ["dialplan", "reload"]:
+            self.reload_dialplan()
+            return True, "Dialplan reloaded.\n"
         if low[:2] == ["devstate", "list"]:
             if len(args) != 2:
                 return False, _DEVSTATE_LIST_USAGE

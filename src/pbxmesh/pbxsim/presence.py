@@ -148,6 +148,16 @@ class SimPresence:
         for hint in self._hints:
             self.hint_values[hint.key] = self.read(_presence_part(hint))
 
+    def add_hint(self, hint: Hint) -> None:
+        if "," in hint.app:
+            self._hints.append(hint)
+            self.hint_values[hint.key] = self.read(_presence_part(hint))
+
+    def remove_hint(self, hint: Hint) -> None:
+        if hint in self._hints:
+            self._hints.remove(hint)
+        self.hint_values.pop(hint.key, None)
+
     # -- the provider and the cache --------------------------------------------------------------
     def _provider(self, name: str) -> Value | None:
         """``custom_presence_callback``: AstDB's value decoded (None: invalid)."""

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from ..errors import RemoteProtocolError
 from ..links.ami.codec import CLOSED, NEED_DATA, Action, AmiCodec, Banner, Event, Response, Role
 from ..tasks import cancel_and_wait
+from .actions_dialplan import DialplanActions
 from .actions_mwi import MailboxActions
 from .actions_state import StateActions
 from .pbx import SimPbx
@@ -77,6 +78,7 @@ class SimServer:
         pbx.listeners.append(self._on_event)
         state = StateActions(pbx, system=system)
         mail = MailboxActions(pbx)
+        dialplan = DialplanActions(pbx, system=system)
         self._actions: dict[str, Callable[[Session, Action], Response | None]] = {
             "ping": state.ping,
             "getvar": state.getvar,
@@ -92,6 +94,8 @@ class SimServer:
             "command": mail.command,
             "filter": state.filter,
             "presencestate": state.presence_state,
+            "dialplanextensionadd": dialplan.add,
+            "dialplanextensionremove": dialplan.remove,
         }
         if pbx.presence is not None:  # res_manager_presencestate
             self._actions["presencestatelist"] = state.presence_state_list

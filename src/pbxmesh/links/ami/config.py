@@ -10,6 +10,7 @@ from ..base import Hint
 from ..common import Selection
 from .codec import Event
 from .counterparts import DEFAULT_TEMPLATE, MAX_DEVICE_NAME, UNSAFE
+from .hints import HintsConfig
 
 __all__ = ["AmiLinkConfig", "hints_of"]
 
@@ -38,6 +39,8 @@ class AmiLinkConfig:
     # in the cluster (LinkPort.withdraw). Longer rides out a slow Asterisk restart with the
     # old lamps lit; shorter clears a dead PBX's lamps sooner.
     down_grace: float = 5.0
+    # Keep hints for the other servers' extensions in this context ([asterisk.hints]).
+    hints: HintsConfig | None = None
 
     @property
     def selection(self) -> Selection:

@@ -50,10 +50,16 @@ written with ``Setvar PRESENCE_STATE(CustomPresence:NAME)=state,B64,B64,e`` thro
 writer, after device states and MWI; echoes of those writes are swallowed. It needs
 ``func_presencestate`` and ``res_manager_presencestate``; without them it is said once and
 skipped.
+
+**Kept hints** (``[asterisk.hints]``, ``hints.py``): a :class:`~.hints.HintKeeper` is told every
+remote aggregate and presentity the link sees, and keeps a dialplan hint for each other
+server's extension over this same AMI session (also beside a SIP link, where this link shares
+nothing else).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from ...eid import EID
@@ -67,6 +73,7 @@ from .client import AmiClient, AmiConfig
 from .codec import Event
 from .config import AmiLinkConfig, hints_of
 from .counterparts import counterpart_name
+from .hints import HintKeeper
 from .presence import PresenceMirror
 from .resync import EVENTS, AmiResync
 from .session import Session
@@ -119,10 +126,18 @@ class AmiLink(LinkBase):
         )
         #: counterpart events (echoes of our own writes) swallowed, and MWI echoes
         self.echoes = 0
+        #: the hints kept for the other servers' extensions ([asterisk.hints]), if configured
+        self.hint_keeper = (
+            HintKeeper(self.config.hints, self.client, self.session, self.hint_devices)
+            if self.config.hints is not None
+            else None
+        )
 
     async def start(self, port: LinkPort) -> None:
         self.port = port
         self.writer.start()
+        if self.hint_keeper is not None:
+            self.hint_keeper.start()
         await self.client.start()
 
     async def close(self) -> None:
@@ -131,6 +146,8 @@ class AmiLink(LinkBase):
         await self.client.close()
         self._down_timer.cancel()
         await self.writer.close()
+        if self.hint_keeper is not None:
+            await self.hint_keeper.close()
 
     # -- status --------------------------------------------------------------------------------
 
@@ -184,7 +201,13 @@ class AmiLink(LinkBase):
             if "no dialplan hints" in exc.message.lower():
                 return []
             raise
-        return hints_of(answer.items)
+        keeper = self.hint_keeper
+        if keeper is None:
+            return hints_of(answer.items)
+        return [
+            dataclasses.replace(h, kept=keeper.is_kept(h.exten, h.context))
+            for h in hints_of(answer.items)
+        ]
 
     async def wait_idle(self) -> None:
         """Wait until no resync runs and every queued remote write was sent (needs a link)."""
@@ -219,10 +242,20 @@ class AmiLink(LinkBase):
     def shares_device(self, device: str) -> bool:
         return not self.is_counterpart(device) and super().shares_device(device)
 
+    def hint_devices(self, device: str) -> str:
+        """What a kept hint for the remote ``device`` names: the device and its counterpart
+        when this link shares it (the remote state lands on the counterpart), the device alone
+        when it does not (beside a SIP link Asterisk aggregates the remote EIDs itself)."""
+        if self.shares_device(device):
+            return f"{device}&{self.counterpart(device)}"
+        return device
+
     # -- cluster → local -----------------------------------------------------------------------
 
     def remote_device(self, device: str, state: DeviceState) -> None:
         """The other servers' aggregate for ``device`` changed (INVALID: none left)."""
+        if self.hint_keeper is not None:
+            self.hint_keeper.remote_device(device, state)
         if self.shares_device(device):
             self.writer.devices[self.counterpart(device)] = state
             self.writer.wake.set()
@@ -237,6 +270,8 @@ class AmiLink(LinkBase):
         self, presentity: str, state: PresenceState, subtype: str, message: str, writer: EID
     ) -> None:
         """Another server wrote the presence of ``presentity`` last."""
+        if self.hint_keeper is not None:
+            self.hint_keeper.presentity(presentity)
         if self.presence.remote(presentity, (state, subtype, message)):
             self.writer.wake.set()
 
@@ -256,6 +291,8 @@ class AmiLink(LinkBase):
         if parsed is None:
             return
         presentity, value = parsed
+        if self.hint_keeper is not None:
+            self.hint_keeper.presentity(presentity)
         if not from_list and self.presence.is_echo(presentity, value):
             if self.presence.dirty:
                 self.writer.wake.set()  # a change here that our writes in flight undid: redo
@@ -342,4 +379,7 @@ class AmiLink(LinkBase):
     async def _resync(self, client: AmiClient) -> None:
         self._came_up()
         await self.resync.run(client)
+        if self.hint_keeper is not None:
+            port = self.port_now()
+            self.hint_keeper.reset(port.remote_devices(), set(port.remote_presence()))
         self._synced()

@@ -243,7 +243,11 @@ def _pjsip_sections(config: SipLinkConfig, *, transport: bool) -> list[tuple[str
     return out
 
 
-def manager_conf(username: str, secret: str, permit: str = "127.0.0.1") -> str:
+def manager_conf(
+    username: str, secret: str, permit: str = "127.0.0.1", *, hints: bool = False
+) -> str:
+    """The AMI account; ``hints`` ([asterisk.hints]) adds ``system`` to ``write``, the class of
+    ``DialplanExtensionAdd``/``Remove``."""
     return (
         "; manager.conf: the AMI account of pbxmesh (needs [general] enabled = yes)\n"
         f"[{username}]\n"
@@ -251,7 +255,7 @@ def manager_conf(username: str, secret: str, permit: str = "127.0.0.1") -> str:
         "deny = 0.0.0.0/0.0.0.0\n"
         f"permit = {permit}/255.255.255.255\n"
         "read = call,reporting,command\n"
-        "write = call,reporting,command\n"
+        f"write = call,reporting,command{',system' if hints else ''}\n"
     )
 
 
