@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pbxmesh.control import _no_hints
+from pbxmesh.control_http import no_hints_reason as _no_hints
 from tests.harness.docs import ROOT, doc_block
 from tests.harness.ring import RES_COROSYNC_CONF
 

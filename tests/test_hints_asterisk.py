@@ -134,7 +134,7 @@ async def test_custom_presence_is_added_when_the_presentity_exists(
 async def test_beside_a_sip_link_the_hint_names_the_device_alone(
     star: Asterisk, probe: AmiClient
 ) -> None:
-    """An AMI session that shares nothing (beside [asterisk.sip]): Asterisk aggregates the
+    """An AMI session that shares presence only (beside [asterisk.sip]): Asterisk aggregates the
     remote EIDs' states under the device's own name, so the hint names only that."""
     async for link in _linked(star, ()):
         link.remote_device("Custom:ph2005", DeviceState.INUSE)

@@ -368,7 +368,7 @@ def _hints_section(at: Table, has_ami: bool) -> HintsSection:
         raise at.err(
             "hints",
             "kept hints are added over AMI: give ami, username and secret in [asterisk] "
-            "beside [asterisk.sip] (the AMI session then shares nothing, docs/asterisk.md)",
+            "beside [asterisk.sip] (the AMI session then shares presence only, docs/asterisk.md)",
         )
     ht = at.sub("hints")
     context: str = ht.get("context", str, required=True)

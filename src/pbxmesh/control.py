@@ -30,7 +30,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .control_http import LOOPBACK_NAMES, error_response, host_name, json_body
+from .control_http import (
+    LOOPBACK_NAMES,
+    error_response,
+    host_name,
+    json_body,
+    no_hints_reason,
+)
 from .control_stream import Rate, Subscriber, sse, stream_events
 from .errors import LinkError, LinkRefused, PbxmeshError, SecurityError, StateError
 from .links.base import Link
@@ -305,7 +311,7 @@ class ControlServer:
                         for h in hints
                     ]
                 )
-        return error_response(404, _no_hints({link.kind for link in self.links()}))
+        return error_response(404, no_hints_reason({link.kind for link in self.links()}))
 
     # -- write ------------------------------------------------------------------------------
     async def publish_device(self, request: web.Request) -> web.Response:
@@ -481,21 +487,3 @@ class ControlServer:
         from .openapi import OPENAPI
 
         return web.json_response(OPENAPI)
-
-
-def _no_hints(kinds: set[str]) -> str:
-    """Why this node cannot list Asterisk's hints, and what to do, for the links it has."""
-    if "sip" in kinds:
-        return (
-            "hints are read over AMI, and the SIP link cannot read them: add the AMI keys "
-            "(ami, username, secret) to [asterisk] beside [asterisk.sip]; that AMI link then "
-            "serves `pbxmesh hints` and shares nothing (docs/asterisk.md)"
-        )
-    if "ring" in kinds:
-        return (
-            "this node bridges a res_corosync ring and has no Asterisk of its own: list the "
-            "hints on a ring Asterisk (asterisk -rx 'core show hints')"
-        )
-    return (
-        "this node has no [asterisk] link, so it knows no hints: configure one (docs/asterisk.md)"
-    )

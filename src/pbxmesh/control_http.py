@@ -33,3 +33,21 @@ def host_name(host: str) -> str:
 
 def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def no_hints_reason(kinds: set[str]) -> str:
+    """Why this node cannot list Asterisk's hints, and what to do, for the links it has."""
+    if "sip" in kinds:
+        return (
+            "hints are read over AMI, and the SIP link cannot read them: add the AMI keys "
+            "(ami, username, secret) to [asterisk] beside [asterisk.sip]; that AMI link then "
+            "serves `pbxmesh hints` and shares presence only (docs/asterisk.md)"
+        )
+    if "ring" in kinds:
+        return (
+            "this node bridges a res_corosync ring and has no Asterisk of its own: list the "
+            "hints on a ring Asterisk (asterisk -rx 'core show hints')"
+        )
+    return (
+        "this node has no [asterisk] link, so it knows no hints: configure one (docs/asterisk.md)"
+    )

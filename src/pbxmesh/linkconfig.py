@@ -35,8 +35,9 @@ def ami_link_config(ast: AsteriskConfig) -> tuple[AmiConfig, AmiLinkConfig]:
     if ast.ami is None:
         raise ConfigError("no AMI link configured in [asterisk] (give ami, username and secret)")
     host, port = ast.ami
-    # Beside a SIP link, AMI shares nothing (DeviceStateChange would then carry Asterisk's
-    # aggregate, remote states included, back as local): it serves `pbxmesh hints`.
+    # Beside a SIP link, AMI shares no device state or MWI (DeviceStateChange would then carry
+    # Asterisk's aggregate, remote states included, back as local): it shares presence, serves
+    # `pbxmesh hints` and keeps [asterisk.hints].
     shared = ast.sip is None
     return (
         AmiConfig(host=host, port=port, username=ast.username, secret=ast.secret),

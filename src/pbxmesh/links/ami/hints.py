@@ -12,8 +12,8 @@ once no other server holds the device (INVALID).
 Which devices the hint names: when the AMI link shares the device, its remote state lands on the
 local *counterpart* (``Custom:remote-PJSIP-2001``), so the hint is ``PJSIP/2001&<counterpart>``
 (the local device is INVALID while absent, the identity of aggregation). When it does not (the
-AMI session beside a SIP link, which shares nothing), Asterisk aggregates the remote EIDs' states
-under the device's own name, so the hint is ``PJSIP/2001``. ``,CustomPresence:{exten}`` is
+AMI session beside a SIP link, which shares presence only), Asterisk aggregates the remote EIDs'
+states under the device's own name, so the hint is ``PJSIP/2001``. ``,CustomPresence:{exten}`` is
 appended when that presentity exists in the cluster (a change of that re-adds the hint).
 
 What real Asterisk does (22 and master alike, pinned in tests/test_hints_asterisk.py):
