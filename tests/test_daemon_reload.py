@@ -21,6 +21,7 @@ from pbxmesh.daemon import Daemon
 from pbxmesh.links.sip.link import SipLink
 from pbxmesh.transport.memory import MemoryNetwork
 from tests.harness.asterisk import free_port
+from tests.harness.waits import eventually as until
 
 Section = dict[str, Any]
 
@@ -91,15 +92,6 @@ class Running:
     def sip(self) -> SipLink:
         (link,) = [x for x in self.daemon.links if isinstance(x, SipLink)]
         return link
-
-
-async def until(check: Callable[[], object], what: str, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

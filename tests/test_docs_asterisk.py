@@ -16,7 +16,6 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from pbxmesh.links.sip.message import Request, Response
 from pbxmesh.links.sip.publication import PublicationServer, respond
 from tests.harness.asterisk import AMI_SECRET, AMI_USER, Asterisk, free_port
 from tests.harness.docs import doc_block
+from tests.harness.waits import eventually
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("require_asterisk")]
 
@@ -63,20 +63,6 @@ def entityid_of(asterisk_conf: str) -> str:
     m = re.search(r"^entityid = (\S+)$", asterisk_conf, re.M)
     assert m, asterisk_conf
     return m[1]
-
-
-async def eventually(check: Callable[[], object], what: str, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > end:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def hint_line(star: Asterisk, exten: str) -> str:

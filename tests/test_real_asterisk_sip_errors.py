@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,20 +23,12 @@ from pbxmesh.states import DeviceState
 from pbxmesh.transport.memory import MemoryNetwork
 from tests.ami_helpers import THERE
 from tests.harness.asterisk import Asterisk, eid_of, free_port
+from tests.harness.waits import eventually
 from tests.sip_helpers import sip_asterisk
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.integration]
 
 LINK_LOG = "pbxmesh.links.sip.link"
-
-
-async def until(check: Callable[[], object], what: str, within: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def status(path: Path, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str]:
@@ -92,10 +84,12 @@ async def test_a_missing_publish_module_is_named_and_the_link_is_degraded(
     daemon, path = await daemon_for(tmp_path, link, link.uri)
     try:
         (sip,) = [x for x in daemon.links if isinstance(x, SipLink)]
-        await until(lambda: sip.state == "degraded", "degraded")
+        await eventually(lambda: sip.state == "degraded", "degraded", 20)
         for state in (DeviceState.INUSE, DeviceState.BUSY, DeviceState.RINGING, DeviceState.ONHOLD):
             sip.origin_device("Custom:mystate", THERE, state)  # four changes from the cluster
-        await until(lambda: sip.publishes_refused >= 6, "refresh x2 and four changes refused")
+        await eventually(
+            lambda: sip.publishes_refused >= 6, "refresh x2 and four changes refused", 20
+        )
         said = warnings(caplog, "refuses our PUBLISH on asterisk-devicestate")
         assert len(said) == 1, said  # one line for the cause, not one per change
         assert said[0].startswith(
@@ -114,7 +108,9 @@ async def test_a_missing_publish_module_is_named_and_the_link_is_degraded(
         assert "res_pjsip_publish_asterisk.so is not loaded" in ast["reason"]
         # The administrator loads the module: the link finds it by itself.
         await asyncio.to_thread(star.cli, "module load res_pjsip_publish_asterisk.so")
-        await until(lambda: sip.state == "connected", "connected once the module is loaded", 40)
+        await eventually(
+            lambda: sip.state == "connected", "connected once the module is loaded", 40
+        )
         code, out = await status(path, capsys)
         assert f"asterisk   connected to 127.0.0.1:{link.dest[1]}" in out and code == 0, out
     finally:
@@ -137,8 +133,8 @@ async def test_a_wrong_port_in_the_uri_is_said_at_once_and_shown_in_status(
         daemon, path = await daemon_for(tmp_path, link, f"sip:pbxmesh@127.0.0.1:{wrong}")
         (sip,) = [x for x in daemon.links if isinstance(x, SipLink)]
         # The first probe times out after 2 s: the line comes then, not after a minute.
-        await until(lambda: warnings(caplog, "no answer to OPTIONS"), "the first line", 5)
-        await until(lambda: sip.probes_failed >= 3, "three probes failed")
+        await eventually(lambda: warnings(caplog, "no answer to OPTIONS"), "the first line", 5)
+        await eventually(lambda: sip.probes_failed >= 3, "three probes failed", 20)
         said = warnings(caplog, "no answer to OPTIONS")
         assert said == [
             f"SIP link not up: no answer to OPTIONS from 127.0.0.1:{wrong} (udp) - is Asterisk "

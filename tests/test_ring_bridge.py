@@ -4,8 +4,7 @@ The real ring is in ``test_ring_asterisk.py``."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,11 @@ from pbxmesh.links.ring import RING_PART, RingLink, RingLinkConfig
 from pbxmesh.node import ChannelConfig, Node, NodeConfig
 from pbxmesh.states import DeviceState
 from pbxmesh.transport.memory import MemoryNetwork
+from tests.harness.waits import eventually
 from tests.ring_sim import SimRingAsterisk
 
 S = DeviceState
 CHANNELS = (ChannelConfig("device_state"),)
-
-
-async def eventually(check: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 def node(net: MemoryNetwork, name: str) -> Node:

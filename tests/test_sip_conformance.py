@@ -26,6 +26,7 @@ from pbxmesh.links.sip.publication import PublicationServer, respond
 from pbxmesh.states import DeviceState
 from tests.harness.asterisk import eid_of, free_port
 from tests.harness.fixtures import pbx_params
+from tests.harness.waits import eventually
 from tests.sip_helpers import SimSipAsterisk, SipAsterisk, sip_asterisk
 
 FOREIGN = EID.parse("02:00:00:00:77:01")
@@ -111,20 +112,6 @@ async def target(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Targ
         opened.push_async_callback(ast.close)
         await ast.start()
         yield Target(ast, EID.parse(eid_text), sip, recorder, client)
-
-
-async def eventually(check, what: str, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > end:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_a_foreign_eids_state_is_filed_and_aggregated(target: Target) -> None:

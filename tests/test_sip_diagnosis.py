@@ -26,6 +26,7 @@ from pbxmesh.links.sip.transaction import Timers, make_response
 from pbxmesh.states import DeviceState
 from tests.ami_helpers import THERE, FakeCluster
 from tests.harness.asterisk import free_port
+from tests.harness.waits import eventually as until
 
 LINK_LOG = "pbxmesh.links.sip.link"
 
@@ -65,15 +66,6 @@ async def refusing() -> AsyncIterator[tuple[SipLink, Refusing]]:
     finally:
         await link.close()
         await ast_end.close()
-
-
-async def until(check, what: str, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
