@@ -58,8 +58,8 @@ def base(tmp_path: Path) -> dict[str, Section | list[Section]]:
             "down_grace": 5.0,
         },
         "asterisk.sip": {
-            "listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
-            "uri": f"sip:pbxmesh@127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+            "listen": f"127.0.0.1:{free_port()}",
+            "uri": f"sip:pbxmesh@127.0.0.1:{free_port()}",
         },
         "control": {"listen": f"127.0.0.1:{free_port()}"},
     }
@@ -192,7 +192,7 @@ async def test_every_key_of_every_section_under_sighup(running) -> None:  # type
 async def test_the_sip_listener_and_the_ami_address_move_under_sighup(running) -> None:  # type: ignore[no-untyped-def]
     run, sections = running
     old_port = run.sip().endpoint.port
-    new_listen = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
+    new_listen = f"127.0.0.1:{free_port()}"
     wanted = changed(sections, "asterisk.sip", listen=new_listen)
     wanted = changed(wanted, "asterisk", ami=f"127.0.0.1:{free_port()}")
     await run.hup(wanted)
@@ -204,7 +204,7 @@ async def test_the_sip_listener_and_the_ami_address_move_under_sighup(running) -
     wanted = changed(
         wanted,
         "asterisk.sip",
-        listen=f"127.0.0.2:{free_port(socket.SOCK_DGRAM)}",
+        listen=f"127.0.0.2:{free_port()}",
         username="pbxmesh",
         secret="s3cr3t",
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -127,7 +126,7 @@ async def test_a_wrong_port_in_the_uri_is_said_at_once_and_shown_in_status(
     star, link = sip_asterisk("wrongport", eid_of(62))
     star.write()
     await asyncio.to_thread(star.start)
-    wrong = free_port(socket.SOCK_DGRAM)  # Asterisk's transport is on link.dest[1]
+    wrong = free_port()  # Asterisk's transport is on link.dest[1]
     daemon = None
     try:
         daemon, path = await daemon_for(tmp_path, link, f"sip:pbxmesh@127.0.0.1:{wrong}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -120,7 +119,7 @@ async def test_a_wrong_port_says_so_at_once_and_then_with_back_off(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    dead = free_port(socket.SOCK_DGRAM)  # nothing answers there
+    dead = free_port()  # nothing answers there
     config = SipLinkConfig(
         listen=("127.0.0.1", 0),
         uri=f"sip:pbxmesh@127.0.0.1:{dead}",

@@ -25,7 +25,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -152,10 +151,9 @@ def asterisk_missing_reason() -> str | None:
     return None
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
+def free_port() -> int:
     """A port free for TCP and UDP on 127.0.0.1, below the ephemeral range, so no outgoing
-    connection takes it before the test binds it (``kind`` is kept for the callers)."""
-    del kind
+    connection takes it before the test binds it."""
     return free_ports(1)[0]
 
 
